@@ -1,0 +1,4 @@
+"""`python -m effnet`: see `effnet.cli`."""
+from effnet.cli import entrypoint
+
+entrypoint()

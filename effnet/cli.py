@@ -1,0 +1,90 @@
+"""The `python -m effnet` command line, generated from `TrainConfig` and run through `fire`.
+
+Every `TrainConfig` field is a keyword flag (`--use_amp`, `--nouse_amp`, `--use_amp=false`).
+Bad input is reported as one line on stderr with exit status 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import sys
+
+from effnet.config.errors import ConfigError
+from effnet.config.train import TrainConfig
+
+EXIT_BAD_INPUT = 2
+
+
+def run(config: TrainConfig) -> None:
+    """Dispatch one run; heavy imports happen here so `--help` stays fast."""
+    # Imported late: TensorFlow takes seconds to import and is not needed to parse flags.
+    from effnet.config.model import apply_mparams, load_model_config
+
+    model_cfg = apply_mparams(load_model_config(config.cfg), config.mparams)
+    if config.mode == "summary":
+        from effnet.summary import summary_text
+
+        print(summary_text(model_cfg))
+        return
+
+    from effnet import dist
+    from effnet.log import DLLogger
+    from effnet.train.precision import configure_precision
+
+    if config.seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(config.seed)
+    dist.init()
+    configure_precision(config.use_amp, config.amp_dtype, config.use_tf32)
+    log_path = os.path.join(config.model_dir, config.log_filename)
+    with DLLogger(log_path, rank=dist.rank()) as logger:
+        logger.standard_metadata()
+        logger.log("PARAMETER", {**config.as_dict(), "model": dataclasses.asdict(model_cfg),
+                                 "world_size": dist.size()})
+        if config.mode == "benchmark":
+            from effnet.benchmark import run_benchmark
+
+            run_benchmark(model_cfg, config, logger)
+
+
+def _help_text() -> str:
+    lines = [
+        "Train, evaluate and inspect EfficientNet v1 models.",
+        "",
+        "usage: python -m effnet --mode MODE --cfg CFG [--flag VALUE ...]",
+        "       booleans: --use_amp, --nouse_amp, --use_amp=true|false",
+        "",
+        "flags:",
+    ]
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"  --{f.name:<24} {f.metadata['help']} (default: {f.default!r})")
+    return "\n".join(lines)
+
+
+def main(**flags) -> None:
+    try:
+        config = TrainConfig.from_flags(**flags)
+        run(config)
+    except ConfigError as err:
+        print(f"effnet: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+main.__signature__ = inspect.Signature(
+    [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+     for f in dataclasses.fields(TrainConfig)]
+    + [inspect.Parameter("flags", inspect.Parameter.VAR_KEYWORD)]
+)
+
+
+def entrypoint(argv: list[str] | None = None) -> None:
+    import fire
+
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "help") for a in args):
+        print(_help_text())
+        return
+
+    fire.Fire(main, command=args, name="python -m effnet")

@@ -1,0 +1,104 @@
+"""`TrainConfig`: every run-time hyper-parameter of the trainer, in one dataclass.
+
+Defaults are those of NVIDIA's TF2 EfficientNet command line (its `cmdline_helper.py`),
+so a flag that a user knows from there means the same here. The published training
+recipes (EMA 0.9999, cosine decay, lr_init 0.005, ...) are set by `jobs/recipes`, not here.
+The CLI is generated from this class: each field is a `--flag`, and its help text is the
+field's `help` metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from effnet.config.coerce import coerce, field_types
+from effnet.config.errors import ConfigError
+
+Mode = Literal["summary", "benchmark"]
+
+
+def _f(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    # what to run
+    mode: Mode = _f("summary", "summary: print params and the block table; benchmark: time training and inference on synthetic data")
+    cfg: str = _f("b0", "model config: b0..b7 or a path to a .py file defining `config = ModelConfig(...)`")
+    mparams: str = _f("", "model overrides, key=value,key=value (see `--mode summary` for the keys)")
+    model_dir: str = _f("runs/effnet", "directory for logs (log.json) and, later, checkpoints")
+    log_filename: str = _f("log.json", "dllogger JSON-lines file, relative to model_dir unless absolute")
+    log_steps: int = _f(100, "log training metrics every N steps")
+    seed: int | None = _f(None, "global random seed (None: nondeterministic)")
+    # precision and compilation
+    use_amp: bool = _f(False, "mixed precision: float16 compute with dynamic loss scaling (see amp_dtype)")
+    amp_dtype: Literal["float16", "bfloat16"] = _f("float16", "compute dtype for --use_amp; bfloat16 needs no loss scaling")
+    use_tf32: bool = _f(True, "allow TensorFloat-32 matmuls/convolutions on Ampere+ GPUs (no effect on CPU)")
+    use_xla: bool = _f(False, "XLA-compile the forward/backward pass")
+    # batch and image size
+    train_batch_size: int = _f(32, "per-rank training batch size")
+    train_img_size: int = _f(224, "training image size in pixels")
+    eval_batch_size: int = _f(100, "per-rank evaluation/inference batch size")
+    eval_img_size: int = _f(224, "evaluation/inference image size in pixels")
+    grad_accum_steps: int = _f(1, "micro-batches accumulated per optimizer update (an N x larger batch)")
+    # optimizer
+    optimizer: Literal["rmsprop", "momentum"] = _f("rmsprop", "rmsprop (TF-style epsilon) or SGD with momentum")
+    momentum: float = _f(0.9, "optimizer momentum")
+    rmsprop_rho: float = _f(0.9, "RMSprop discounting factor (the reference calls it --decay)")
+    opt_epsilon: float = _f(0.001, "optimizer epsilon")
+    nesterov: bool = _f(False, "Nesterov momentum (momentum optimizer only)")
+    label_smoothing: float = _f(0.1, "label smoothing for the cross-entropy loss")
+    weight_decay: float = _f(5e-6, "L2 penalty wd*sum(w^2) on conv and dense kernels and biases")
+    # learning-rate schedule
+    lr_init: float = _f(0.008, "learning rate per 128 images: lr = lr_init * global_batch / 128")
+    lr_decay: Literal["exponential", "cosine"] = _f("exponential", "decay after warmup: exponential or cosine to 0")
+    lr_decay_rate: float = _f(0.97, "exponential decay factor per lr_decay_epochs")
+    lr_decay_epochs: float = _f(2.4, "epochs between exponential decays")
+    warmup_epochs: int = _f(5, "linear warmup epochs from 0 to the peak lr")
+    max_epochs: int = _f(300, "number of training epochs (sets the schedule's length)")
+    train_num_examples: int = _f(1281167, "examples in one training epoch (ImageNet-1k by default)")
+    steps_per_epoch: int | None = _f(None, "optimizer updates per epoch (None: train_num_examples // global batch)")
+    # benchmark mode
+    benchmark_steps: int = _f(50, "benchmark: timed steps for training and for inference")
+    benchmark_warmup_steps: int = _f(5, "benchmark: untimed steps first (tracing, autotuning)")
+
+    def __post_init__(self) -> None:
+        positive = ["log_steps", "train_batch_size", "train_img_size", "eval_batch_size", "eval_img_size",
+                    "grad_accum_steps", "max_epochs", "train_num_examples", "benchmark_steps"]
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key} must be >= 1, got {getattr(self, key)}")
+        non_negative = ["weight_decay", "label_smoothing", "lr_init", "warmup_epochs", "benchmark_warmup_steps"]
+        for key in non_negative:
+            if getattr(self, key) < 0:
+                raise ConfigError(f"--{key} must be >= 0, got {getattr(self, key)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"--steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs > self.max_epochs:
+            raise ConfigError(f"--warmup_epochs ({self.warmup_epochs}) exceeds --max_epochs ({self.max_epochs})")
+        if self.nesterov and self.optimizer != "momentum":
+            raise ConfigError("--nesterov needs --optimizer momentum")
+
+    @classmethod
+    def from_flags(cls, **flags) -> "TrainConfig":
+        """Build from CLI values; unknown flags and ill-typed values raise `ConfigError`."""
+        types = field_types(cls)
+        unknown = sorted(set(flags) - set(types))
+        if unknown:
+            raise ConfigError(f"unknown flag(s) {', '.join('--' + u for u in unknown)}; valid: {', '.join(types)}")
+        return cls(**{k: coerce(f"--{k}", v, types[k]) for k, v in flags.items()})
+
+    def global_batch(self, world_size: int) -> int:
+        """Images per optimizer update across all ranks."""
+        return self.train_batch_size * self.grad_accum_steps * world_size
+
+    def updates_per_epoch(self, world_size: int) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return max(1, self.train_num_examples // self.global_batch(world_size))
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

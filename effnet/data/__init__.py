@@ -1,0 +1,1 @@
+"""Input data: readers, preprocessing and augmentation."""

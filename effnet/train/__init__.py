@@ -1,0 +1,1 @@
+"""Training: the step, learning-rate schedule, optimizer, precision and metrics."""

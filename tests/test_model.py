@@ -1,0 +1,137 @@
+"""EfficientNet builder: compound scaling, parameter counts and numerics against keras.applications."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from effnet.config.model import load_model_config
+from effnet.model.blocks import BASE_BLOCKS, round_filters, round_repeats, scale_blocks
+from effnet.model.efficientnet import build_model
+from tests.keras_reference import copy_weights, keras_reference, photo_batch, randomise_weights, set_imagenet_normalization
+
+VARIANTS = [f"b{i}" for i in range(8)]
+# (width, depth, resolution, dropout) of each variant, as the EfficientNet paper gives them.
+PAPER = {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
+         "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
+         "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5)}
+
+
+def param_count(model: keras.Model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.weights)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_table(name):
+    cfg = load_model_config(name)
+    assert (cfg.width_coefficient, cfg.depth_coefficient, cfg.resolution, cfg.dropout_rate) == PAPER[name]
+
+
+def test_round_filters_and_repeats():
+    assert round_filters(32, 1.0) == 32
+    assert round_filters(32, 1.4) == 48            # 44.8 -> 48
+    assert round_filters(1280, 1.4) == 1792
+    assert round_filters(16, 1.1) == 16            # 17.6 -> 16 (within 10%)
+    assert round_filters(40, 1.1) == 48            # 44 -> 48 (round half up to the divisor)
+    assert round_filters(3, 1.0) == 8              # never below the divisor
+    assert round_repeats(3, 1.8) == 6              # ceil(5.4)
+    assert round_repeats(1, 3.1) == 4              # ceil(3.1)
+
+
+def test_drop_connect_rises_linearly_to_0_2():
+    blocks = scale_blocks(BASE_BLOCKS, 1.0, 1.0)
+    rates = [b.drop_rate for b in blocks]
+    assert len(blocks) == 16
+    assert rates[0] == 0.0
+    assert np.allclose(np.diff(rates), 0.2 / 16)
+    assert rates[-1] == pytest.approx(0.2 * 15 / 16)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_param_count_matches_keras_applications(name):
+    """Ours equals keras.applications minus the 7 parameters of its Normalization layer."""
+    cfg = load_model_config(name)
+    ours = param_count(build_model(cfg, image_size=cfg.resolution))
+    keras.backend.clear_session()
+    reference = param_count(keras_reference(name, cfg.resolution))
+    keras.backend.clear_session()
+    assert ours == reference - 7
+
+
+def test_published_totals():
+    assert param_count(build_model(load_model_config("b0"), 224)) == 5_330_571 - 7
+    assert param_count(build_model(load_model_config("b4"), 380)) == 19_466_823 - 7
+
+
+def _compare_logits(name: str, image_size: int) -> float:
+    cfg = load_model_config(name)
+    reference = keras_reference(name, image_size)
+    set_imagenet_normalization(reference)
+    randomise_weights(reference, seed=7)
+    ours = build_model(cfg, image_size=image_size)
+    copied = copy_weights(reference, ours)
+    assert copied == len(ours.weights)
+    images = photo_batch(image_size)
+    want = reference.predict(images, verbose=0)
+    got = ours.predict(images, verbose=0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(got.argmax(-1), want.argmax(-1))
+    keras.backend.clear_session()
+    return float(np.abs(want).max())
+
+
+@pytest.mark.parametrize("name", ["b0", "b4"])
+def test_logits_match_keras_applications_at_native_resolution(name):
+    scale = _compare_logits(name, load_model_config(name).resolution)
+    assert scale > 1.0  # logits are large enough for the tolerance to mean something
+
+
+def test_same_padding_on_odd_input_size():
+    """TF 'same' padding agrees with keras.applications' explicit padding on odd sizes too."""
+    _compare_logits("b0", 97)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["b1", "b2", "b3", "b5", "b6", "b7"])
+def test_logits_match_keras_applications_slow(name):
+    _compare_logits(name, load_model_config(name).resolution)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_logits_are_float32_under_mixed_precision(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        cfg = load_model_config("b0")
+        model = build_model(cfg, image_size=32)
+        out = model(np.zeros((2, 32, 32, 3), np.float32), training=False)
+        assert out.dtype == "float32"
+        inner = model.get_layer("block2a_dwconv")
+        assert inner.compute_dtype == policy.split("_")[1]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_num_classes_is_a_parameter():
+    from effnet.config.model import apply_mparams
+
+    cfg = apply_mparams(load_model_config("b0"), "num_classes=10")
+    model = build_model(cfg, image_size=32)
+    assert model.output_shape == (None, 10)
+
+
+def test_free_spatial_size_serves_several_resolutions():
+    model = build_model(load_model_config("b0"))
+    for size in (32, 49):
+        assert model(np.zeros((1, size, size, 3), np.float32)).shape == (1, 1000)
+
+
+def test_normalization_happens_once():
+    """Only the normalization layer subtracts the mean: a mean-grey image becomes zeros there."""
+    from effnet.model.efficientnet import IMAGENET_MEAN_RGB
+
+    model = build_model(load_model_config("b0"), 32)
+    norm = keras.Model(model.input, model.get_layer("normalization").output)
+    grey = np.broadcast_to(np.asarray(IMAGENET_MEAN_RGB, np.float32), (1, 32, 32, 3))
+    assert np.abs(norm(grey).numpy()).max() < 1e-5
+    assert sum(isinstance(l, keras.layers.Normalization) for l in model.layers) == 0
