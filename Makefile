@@ -50,6 +50,7 @@ test: setup
 
 demo: setup
 	$(PY) -m effnet --mode benchmark --cfg b0 --train_img_size 64 --train_batch_size 8 \
+	    --eval_img_size 64 --eval_batch_size 8 \
 	    --benchmark_steps 12 --model_dir runs/demo
 
 clean:

@@ -26,16 +26,12 @@ def dense_initializer() -> keras.initializers.Initializer:
 
 @keras.saving.register_keras_serializable(package="effnet")
 class ImageNetNormalization(keras.layers.Layer):
-    """(x - mean) / std per RGB channel, always computed in float32."""
-
-    def __init__(self, **kwargs):
-        kwargs["dtype"] = "float32"
-        super().__init__(**kwargs)
+    """(x - mean) / std per RGB channel, in the layer's dtype (float32 under mixed precision)."""
 
     def call(self, inputs):
-        mean = keras.ops.convert_to_tensor(IMAGENET_MEAN_RGB, dtype="float32")
-        std = keras.ops.convert_to_tensor(IMAGENET_STD_RGB, dtype="float32")
-        return (keras.ops.cast(inputs, "float32") - mean) / std
+        mean = keras.ops.convert_to_tensor(IMAGENET_MEAN_RGB, dtype=self.compute_dtype)
+        std = keras.ops.convert_to_tensor(IMAGENET_STD_RGB, dtype=self.compute_dtype)
+        return (keras.ops.cast(inputs, self.compute_dtype) - mean) / std
 
 
 def _conv_bn_act(x, cfg: ModelConfig, filters: int, kernel_size: int, strides: int, prefix: str, activation=True):
@@ -108,7 +104,8 @@ def build_model(cfg: ModelConfig, image_size: int | None = None) -> keras.Model:
     progressive-resolution schedule.
     """
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = ImageNetNormalization(name="normalization")(inputs)
+    mixed = keras.mixed_precision.global_policy().name.startswith("mixed")
+    x = ImageNetNormalization(name="normalization", dtype="float32" if mixed else None)(inputs)
     x = _conv_bn_act(x, cfg, round_filters(cfg.stem_filters, cfg.width_coefficient, cfg.depth_divisor), 3, 2, "stem")
     for block in model_blocks(cfg):
         x = _mbconv(x, cfg, block)
@@ -118,6 +115,6 @@ def build_model(cfg: ModelConfig, image_size: int | None = None) -> keras.Model:
         x = keras.layers.Dropout(cfg.dropout_rate, name="top_dropout")(x)
     # float32 head: logits stay float32 under mixed_float16 / mixed_bfloat16.
     logits = keras.layers.Dense(
-        cfg.num_classes, kernel_initializer=dense_initializer(), dtype="float32", name="predictions"
+        cfg.num_classes, kernel_initializer=dense_initializer(), dtype="float32" if mixed else None, name="predictions"
     )(x)
     return keras.Model(inputs, logits, name=f"efficientnet-{cfg.name}")
