@@ -34,8 +34,11 @@ def run(config: TrainConfig) -> None:
 
     if config.seed is not None:
         import keras
+        import tensorflow as tf
 
+        # A seed means a reproducible run: same data, same init, deterministic kernels.
         keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
     dist.init()
     configure_precision(config.use_amp, config.amp_dtype, config.use_tf32)
     log_path = os.path.join(config.model_dir, config.log_filename)
@@ -47,6 +50,18 @@ def run(config: TrainConfig) -> None:
             from effnet.benchmark import run_benchmark
 
             run_benchmark(model_cfg, config, logger)
+        elif config.mode in ("train", "train_and_eval"):
+            from effnet.train.loop import Trainer
+
+            Trainer(config, model_cfg, logger, with_eval=config.mode == "train_and_eval").fit()
+        elif config.mode == "eval":
+            from effnet.train.loop import evaluate_checkpoint
+
+            evaluate_checkpoint(config, model_cfg, logger)
+        else:
+            from effnet.predict import run_predict
+
+            run_predict(config, model_cfg, logger)
 
 
 def _help_text() -> str:

@@ -14,7 +14,7 @@ from typing import Literal
 from effnet.config.coerce import coerce, field_types
 from effnet.config.errors import ConfigError
 
-Mode = Literal["summary", "benchmark"]
+Mode = Literal["train_and_eval", "train", "eval", "predict", "benchmark", "summary"]
 
 
 def _f(default, help: str):
@@ -24,13 +24,46 @@ def _f(default, help: str):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # what to run
-    mode: Mode = _f("summary", "summary: print params and the block table; benchmark: time training and inference on synthetic data")
+    mode: Mode = _f("train_and_eval", "train_and_eval | train | eval | predict | benchmark (synthetic data) | "
+                                      "summary (params and the block table)")
     cfg: str = _f("b0", "model config: b0..b7 or a path to a .py file defining `config = ModelConfig(...)`")
     mparams: str = _f("", "model overrides, key=value,key=value (see `--mode summary` for the keys)")
-    model_dir: str = _f("runs/effnet", "directory for logs (log.json) and, later, checkpoints")
+    model_dir: str = _f("runs/effnet", "directory for log.json, checkpoints/, tensorboard/ and savedmodel/")
     log_filename: str = _f("log.json", "dllogger JSON-lines file, relative to model_dir unless absolute")
     log_steps: int = _f(100, "log training metrics every N steps")
     seed: int | None = _f(None, "global random seed (None: nondeterministic)")
+    # data
+    data_dir: str | None = _f(None, "TFRecords (train-*, validation-*), class folders (train/, validation/) or a TFDS data_dir")
+    dataset: str = _f("auto", "auto | tfrecord | folder | tfds:NAME (e.g. tfds:imagenet2012)")
+    augmenter_name: Literal["autoaugment", "randaugment", "none"] = _f("autoaugment", "per-image augmentation")
+    raug_num_layers: int = _f(2, "RandAugment: ops per image")
+    raug_magnitude: float = _f(10.0, "RandAugment: magnitude (0-10) of the last stage")
+    mixup_alpha: float = _f(0.0, "mixup Beta(alpha, alpha) of the last stage; 0 = off")
+    cutmix_alpha: float = _f(0.0, "cutmix Beta(alpha, alpha) of the last stage; 0 = off")
+    defer_img_mixing: bool = _f(False, "blend mixup/cutmix images on the device instead of in the input pipeline")
+    data_threads: int = _f(0, "input pipeline private thread pool size (0: TensorFlow's default pool)")
+    # stage-wise training
+    n_stages: int = _f(1, "progressive-resolution stages from base_img_size to train_img_size")
+    base_img_size: int = _f(128, "image size of the first stage")
+    base_mixup: float = _f(0.0, "mixup alpha of the first stage")
+    base_cutmix: float = _f(0.0, "cutmix alpha of the first stage")
+    base_randaug_mag: float = _f(5.0, "RandAugment magnitude of the first stage")
+    # evaluation, checkpoints, resume
+    moving_average_decay: float = _f(0.0, "EMA decay of the weights and BN statistics (0 = no EMA)")
+    skip_eval: bool = _f(False, "train_and_eval: skip the per-epoch evaluation (the final one still runs)")
+    num_epochs_between_eval: int = _f(1, "train_and_eval: evaluate every N epochs")
+    save_checkpoint_freq: int = _f(5, "save a checkpoint every N epochs (and at the end, and on a signal)")
+    keep_checkpoints: int = _f(5, "how many checkpoints to keep")
+    resume: Literal["auto", "must", "never"] = _f("auto", "auto: resume from the newest readable checkpoint if any; "
+                                                  "must: fail without one; never: start fresh")
+    checkpoint_signals: str = _f("SIGUSR2,SIGTERM", "signals that make training checkpoint and exit with status 75")
+    export_savedmodel: bool = _f(True, "after training, export the better of raw/EMA weights to model_dir/savedmodel")
+    tensorboard: bool = _f(True, "write TensorBoard scalars to model_dir/tensorboard")
+    # predict
+    predict_path: str | None = _f(None, "predict: an image file or a flat folder of images")
+    predict_output: str | None = _f(None, "predict: .json or .csv output path (default model_dir/predictions.json)")
+    top_k: int = _f(5, "predict: classes reported per image")
+    allow_random_weights: bool = _f(False, "predict/eval: run without a checkpoint (random weights)")
     # precision and compilation
     use_amp: bool = _f(False, "mixed precision: float16 compute with dynamic loss scaling (see amp_dtype)")
     amp_dtype: Literal["float16", "bfloat16"] = _f("float16", "compute dtype for --use_amp; bfloat16 needs no loss scaling")
@@ -65,11 +98,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ["log_steps", "train_batch_size", "train_img_size", "eval_batch_size", "eval_img_size",
-                    "grad_accum_steps", "max_epochs", "train_num_examples", "benchmark_steps"]
+                    "grad_accum_steps", "max_epochs", "train_num_examples", "benchmark_steps", "raug_num_layers",
+                    "n_stages", "base_img_size", "num_epochs_between_eval", "save_checkpoint_freq",
+                    "keep_checkpoints", "top_k"]
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key} must be >= 1, got {getattr(self, key)}")
-        non_negative = ["weight_decay", "label_smoothing", "lr_init", "warmup_epochs", "benchmark_warmup_steps"]
+        non_negative = ["weight_decay", "label_smoothing", "lr_init", "warmup_epochs", "benchmark_warmup_steps",
+                        "raug_magnitude", "mixup_alpha", "cutmix_alpha", "base_mixup", "base_cutmix",
+                        "base_randaug_mag", "data_threads", "moving_average_decay"]
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{key} must be >= 0, got {getattr(self, key)}")
@@ -81,6 +118,18 @@ class TrainConfig:
             raise ConfigError(f"--warmup_epochs ({self.warmup_epochs}) exceeds --max_epochs ({self.max_epochs})")
         if self.nesterov and self.optimizer != "momentum":
             raise ConfigError("--nesterov needs --optimizer momentum")
+        if self.moving_average_decay >= 1:
+            raise ConfigError(f"--moving_average_decay must be in [0, 1), got {self.moving_average_decay}")
+        if self.n_stages > self.max_epochs:
+            raise ConfigError(f"--n_stages ({self.n_stages}) exceeds --max_epochs ({self.max_epochs})")
+        if not (self.dataset in ("auto", "tfrecord", "folder") or self.dataset.startswith("tfds:")):
+            raise ConfigError(f"--dataset {self.dataset!r}: valid: auto, tfrecord, folder, tfds:NAME")
+        from effnet.train.preemption import parse_signals
+
+        try:
+            parse_signals(self.checkpoint_signals)
+        except ValueError as err:
+            raise ConfigError(f"--checkpoint_signals: {err}") from None
 
     @classmethod
     def from_flags(cls, **flags) -> "TrainConfig":

@@ -96,11 +96,12 @@ class InputPipeline:
         return max(1, self.train_set.total_examples // (self.cfg.batch_size * world_size))
 
     def train(self, epoch: int, image_size: int, stage: StageAugment, world_size: int,
-              start_step: int = 0, start_record: int | None = None) -> tf.data.Dataset:
+              start_step: int = 0, start_record: int | None = None, steps: int | None = None) -> tf.data.Dataset:
         """The batches of epoch `epoch` after `start_step` completed steps: steps_per_epoch in all.
 
         `start_record` is the position in the epoch's record stream to continue from; it
         defaults to start_step * batch_size, which is exact unless records were skipped before.
+        `steps` caps the epoch's length (default: the whole split, `steps_per_epoch`).
 
         Elements: ({"image": float32 [B,S,S,3], "index": int64 [B], "skipped": int64 [B],
         and with deferred mixing "mix_weight" [B,S,S,1] and "mix_partner" [B]}, labels [B, classes]),
@@ -109,7 +110,7 @@ class InputPipeline:
         assert self.train_set is not None
         cfg = self.cfg
         epoch_seed = (cfg.seed * 1_000_003 + epoch) & 0x7FFFFFFF
-        steps = self.steps_per_epoch(world_size)
+        steps = steps or self.steps_per_epoch(world_size)
         start_record = start_step * cfg.batch_size if start_record is None else start_record
         records = self.train_set.records(epoch_seed).shuffle(SHUFFLE_BUFFER, seed=epoch_seed)
         # A rank may hold slightly fewer records than steps * batch: cycling keeps every rank in step.

@@ -12,8 +12,9 @@ from effnet.config.train import TrainConfig
 from effnet.train.schedules import WarmupDecay, peak_learning_rate
 
 
-def build_schedule(cfg: TrainConfig, world_size: int) -> WarmupDecay:
-    steps_per_epoch = cfg.updates_per_epoch(world_size)
+def build_schedule(cfg: TrainConfig, world_size: int, steps_per_epoch: int | None = None) -> WarmupDecay:
+    """`steps_per_epoch` comes from the dataset when there is one, else from the config."""
+    steps_per_epoch = steps_per_epoch or cfg.updates_per_epoch(world_size)
     return WarmupDecay(
         peak=peak_learning_rate(cfg.lr_init, cfg.global_batch(world_size)),
         total_steps=cfg.max_epochs * steps_per_epoch,
@@ -24,8 +25,8 @@ def build_schedule(cfg: TrainConfig, world_size: int) -> WarmupDecay:
     )
 
 
-def build_optimizer(cfg: TrainConfig, world_size: int) -> keras.optimizers.Optimizer:
-    schedule = build_schedule(cfg, world_size)
+def build_optimizer(cfg: TrainConfig, world_size: int, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    schedule = build_schedule(cfg, world_size, steps_per_epoch)
     if cfg.optimizer == "rmsprop":
         opt = keras.optimizers.RMSprop(
             learning_rate=schedule, rho=cfg.rmsprop_rho, momentum=cfg.momentum, epsilon=cfg.opt_epsilon

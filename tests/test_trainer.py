@@ -1,0 +1,128 @@
+"""The trainer end to end on real data: exact resume after a signal, modes, Horovod ranks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from effnet.log import parse_line
+from effnet.train.preemption import EXIT_REQUEUE
+from tests.conftest import ROOT, run_cli
+
+TINY = ["--cfg", "b0", "--mparams", "width_coefficient=0.25,depth_coefficient=0.25,num_classes=10",
+        "--train_img_size", "32", "--eval_img_size", "32", "--train_batch_size", "8", "--eval_batch_size", "50",
+        "--warmup_epochs", "0", "--seed", "1", "--log_steps", "1", "--notensorboard", "--noexport_savedmodel"]
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "tools.demo_data", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out / "mnist"
+
+
+def train_args(data: Path, model_dir: Path, *extra: str) -> list[str]:
+    return ["--mode", "train", "--data_dir", str(data), "--model_dir", str(model_dir), "--max_epochs", "2",
+            "--steps_per_epoch", "6", "--save_checkpoint_freq", "1", "--augmenter_name", "randaugment",
+            "--raug_magnitude", "9", "--mixup_alpha", "0.2", "--moving_average_decay", "0.9", *TINY, *extra]
+
+
+def records(model_dir: Path) -> list[dict]:
+    return [r for r in map(parse_line, (model_dir / "log.json").read_text().splitlines()) if r]
+
+
+def train_steps(model_dir: Path) -> list[tuple[int, int]]:
+    return [tuple(r["step"]) for r in records(model_dir)
+            if r["type"] == "LOG" and isinstance(r["step"], list) and len(r["step"]) == 2]
+
+
+def checkpoint_tensors(model_dir: Path) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if "OBJECT_GRAPH" not in k and not k.startswith("save_counter")}
+
+
+def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    result = run_cli(*train_args(mnist, straight))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "effnet", *train_args(mnist, stopped)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        log = stopped / "log.json"
+        if log.exists() and (0, 3) in train_steps(stopped):
+            proc.send_signal(signal.SIGUSR2)
+            break
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_REQUEUE, err[-3000:]
+    stop = [r["data"] for r in records(stopped) if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
+    assert len(stop) == 1 and stop[0]["checkpoint"].endswith(f"ckpt-{stop[0]['global_step']}")
+    stopped_at = stop[0]["global_step"]
+    assert 3 <= stopped_at < 12
+
+    resumed = run_cli(*train_args(mnist, stopped))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = train_steps(stopped)
+    # Continuous: every step once, in order, across the stop (the log was appended, not truncated).
+    assert steps == [(e, s) for e in range(2) for s in range(1, 7)]
+    resumed_from = [r["data"]["resumed_from"] for r in records(stopped)
+                    if r["type"] == "LOG" and "resumed_from" in r["data"]]
+    assert resumed_from[0] == "" and resumed_from[1].endswith(f"ckpt-{stopped_at}")
+    want, got = checkpoint_tensors(straight), checkpoint_tensors(stopped)
+    assert want.keys() == got.keys() and len(want) > 100
+    assert any(k.startswith("rng/") for k in want)    # dropout RNG state is part of the checkpoint
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_eval_and_predict_modes_use_the_checkpoint(mnist, tmp_path):
+    model_dir = tmp_path / "run"
+    assert run_cli(*train_args(mnist, model_dir, "--max_epochs", "1")).returncode == 0
+    result = run_cli("--mode", "eval", "--data_dir", str(mnist), "--model_dir", str(model_dir),
+                     "--moving_average_decay", "0.9", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evals = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and "eval_accuracy_top_1" in r["data"]]
+    assert [e["comment"] for e in evals] == ["eval using original weights", "eval using EMA weights"]
+    assert all(e["eval_examples"] == 500 and e["checkpoint"].endswith("ckpt-6") for e in evals)
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (image, _) in enumerate(tf.data.TFRecordDataset(sorted(str(p) for p in mnist.glob("validation-*")))
+                                   .map(lambda r: (tf.io.parse_single_example(
+                                       r, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})["image/encoded"], 0))
+                                   .take(3)):
+        (images / f"{i}.jpg").write_bytes(image.numpy())
+    out = tmp_path / "pred.json"
+    result = run_cli("--mode", "predict", "--predict_path", str(images), "--predict_output", str(out),
+                     "--data_dir", str(mnist), "--model_dir", str(model_dir), "--top_k", "3", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert len(rows) == 3 and all(len(r["top_k"]) == 3 for r in rows)
+    assert {t["class_name"] for r in rows for t in r["top_k"]} <= {str(d) for d in range(10)}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mode", "train", "--resume", "must"], "--resume must: no readable checkpoint"),
+    (["--mode", "predict", "--predict_path", "/nonexistent.jpg"], "--predict_path /nonexistent.jpg: no such file"),
+    (["--mode", "eval"], "--resume must: no readable checkpoint"),
+    (["--mode", "train", "--data_dir", "/no/such/dir"], "--data_dir /no/such/dir: no such directory"),
+])
+def test_bad_input_exits_2_with_one_line(mnist, tmp_path, args, message):
+    extra = [] if "--data_dir" in args else ["--data_dir", str(mnist)]
+    result = run_cli(*args, *extra, "--model_dir", str(tmp_path / "empty"), *TINY)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [next(l for l in result.stderr.splitlines() if message in l)]
