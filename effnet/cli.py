@@ -40,6 +40,10 @@ def run(config: TrainConfig) -> None:
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
     dist.init()
+    if config.use_xla and dist.size() > 1 and model_cfg.sync_batch_norm and config.mode in ("train", "train_and_eval",
+                                                                                           "benchmark"):
+        raise ConfigError("--use_xla with several ranks cannot compile the cross-replica BatchNorm allreduce; "
+                          "pass --mparams sync_batch_norm=false (per-rank BatchNorm statistics)")
     configure_precision(config.use_amp, config.amp_dtype, config.use_tf32)
     log_path = os.path.join(config.model_dir, config.log_filename)
     with DLLogger(log_path, rank=dist.rank()) as logger:

@@ -90,7 +90,7 @@ def allreduce_gradients(grads: Sequence[tf.Tensor | None], compression_fp16: boo
     return out
 
 
-def allreduce_mean(value: tf.Tensor, name: str) -> tf.Tensor:
+def allreduce_mean(value: tf.Tensor, name: str | None) -> tf.Tensor:
     """Mean of a tensor across ranks."""
     if not _hvd:
         return value

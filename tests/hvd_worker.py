@@ -17,6 +17,38 @@ from effnet import dist  # noqa: E402
 from effnet.train.step import StepConfig, TrainStep  # noqa: E402
 
 
+def efficientnet_batch(n: int = 8):
+    """A fixed batch of real photo crops and labels, the same in every process."""
+    from tests.keras_reference import photo_batch
+
+    photos = photo_batch(48)
+    rng = np.random.default_rng(0)
+    images = np.stack([np.roll(photos[i % len(photos)], shift=int(rng.integers(0, 48)), axis=1) for i in range(n)])
+    labels = np.eye(4, dtype=np.float32)[rng.integers(0, 4, n)]
+    return images.astype(np.float32), labels
+
+
+def efficientnet_steps(rank: int, size: int, steps: int = 3) -> list[float]:
+    """A tiny EfficientNet trained on this rank's slice of the fixed batch; returns the global loss per step."""
+    from effnet.config.model import apply_mparams, load_model_config
+    from effnet.model.efficientnet import build_model
+
+    keras.utils.set_random_seed(0)
+    cfg = apply_mparams(load_model_config("b0"), "width_coefficient=0.25,depth_coefficient=0.25,num_classes=4,"
+                                                 "dropout_rate=0,drop_connect_rate=0")
+    model = build_model(cfg, 48)
+    step = TrainStep(model, keras.optimizers.SGD(0.05, momentum=0.9), StepConfig(label_smoothing=0.1))
+    step.broadcast_initial_state()
+    images, labels = efficientnet_batch()
+    per_rank = len(images) // size
+    mine = slice(rank * per_rank, (rank + 1) * per_rank)
+    losses = []
+    for _ in range(steps):
+        loss, _ = step(tf.constant(images[mine]), tf.constant(labels[mine]))
+        losses.append(float(dist.allreduce_mean(loss, "effnet_loss")))
+    return losses
+
+
 def main() -> None:
     dist.init()
     rank, size = dist.rank(), dist.size()
@@ -42,7 +74,10 @@ def main() -> None:
     final = [w.numpy().ravel().tolist() for w in model.weights]
     gathered = dist.allgather(tf.reshape(tf.constant(float(np.sum([np.sum(f) for f in final]))), [1])).numpy()
 
+    effnet_losses = efficientnet_steps(rank, size)
+
     print("HVD_RESULT " + json.dumps({
+        "effnet_losses": effnet_losses,
         "rank": rank, "size": size, "local_rank": dist.local_rank(), "before": before,
         "after_bcast": after_bcast, "reduced0": reduced[0].numpy().tolist(), "reduced1": reduced[1],
         "reduced2": reduced[2].numpy().tolist(), "expected_mean": expected_mean, "losses": losses,
@@ -51,4 +86,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if os.environ.get("HVD_SINGLE_PROCESS_EFFNET"):
+        print("HVD_RESULT " + json.dumps({"effnet_losses": efficientnet_steps(0, 1)}), flush=True)
+    else:
+        main()

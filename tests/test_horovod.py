@@ -33,18 +33,28 @@ def test_build_has_tensorflow_ops_and_gloo():
     assert "gloo=True" in out.stdout
 
 
+_RESULTS: dict = {}
+
+
+def _run_two_ranks() -> dict:
+    """Run the 2-rank worker once per session; both tests read its results."""
+    if not _RESULTS:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(
+            [horovodrun(), "--gloo", "-np", "2", "-H", "localhost:2", sys.executable,
+             str(ROOT / "tests" / "hvd_worker.py")],
+            capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        for line in proc.stdout.splitlines():
+            if "HVD_RESULT " in line:
+                record = json.loads(line.split("HVD_RESULT ", 1)[1])
+                _RESULTS[record["rank"]] = record
+    return _RESULTS
+
+
 def test_two_gloo_ranks_agree():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [horovodrun(), "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, str(ROOT / "tests" / "hvd_worker.py")],
-        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = {}
-    for line in proc.stdout.splitlines():
-        if "HVD_RESULT " in line:
-            record = json.loads(line.split("HVD_RESULT ", 1)[1])
-            results[record["rank"]] = record
+    results = _run_two_ranks()
     assert sorted(results) == [0, 1]
     r0, r1 = results[0], results[1]
     assert r0["size"] == r1["size"] == 2
@@ -59,3 +69,15 @@ def test_two_gloo_ranks_agree():
         np.testing.assert_array_equal(a, b)
     assert r0["gathered"][0] == r0["gathered"][1]
     assert r0["losses"] != [] and all(np.isfinite(r0["losses"]))
+
+
+def test_two_ranks_match_one_rank_with_the_same_global_batch():
+    """2 ranks x 4 photos vs 1 rank x 8 photos: same init, same examples, cross-replica BatchNorm."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), "HVD_SINGLE_PROCESS_EFFNET": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "hvd_worker.py")], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = json.loads(proc.stdout.split("HVD_RESULT ", 1)[1].splitlines()[0])["effnet_losses"]
+    two = _run_two_ranks()
+    assert two[0]["effnet_losses"] == two[1]["effnet_losses"]     # the allreduced loss is global
+    np.testing.assert_allclose(two[0]["effnet_losses"], single, rtol=1e-3)

@@ -33,6 +33,7 @@ class ModelConfig:
     top_filters: int = 1280
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    sync_batch_norm: bool = True     # BN statistics over the global batch when several Horovod ranks train
     blocks: tuple[BlockSpec, ...] = BASE_BLOCKS
 
     def __post_init__(self) -> None:

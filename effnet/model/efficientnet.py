@@ -34,6 +34,33 @@ class ImageNetNormalization(keras.layers.Layer):
         return (keras.ops.cast(inputs, self.compute_dtype) - mean) / std
 
 
+@keras.saving.register_keras_serializable(package="effnet")
+class CrossReplicaBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNorm whose training statistics are those of the global batch across Horovod ranks.
+
+    With one process it is plain BatchNorm. With several, each rank's mean and mean square are
+    averaged by one allreduce (equal per-rank batches), as the reference's SyncBatchNormalization
+    did, so N ranks x B images normalise like one process with N*B.
+    """
+
+    def _moments(self, inputs, mask):
+        from effnet import dist
+
+        if mask is not None or not dist.active():
+            return super()._moments(inputs, mask)
+        x = keras.ops.cast(inputs, "float32")
+        mean = keras.ops.mean(x, axis=self._reduction_axes)
+        mean_square = keras.ops.mean(keras.ops.square(x), axis=self._reduction_axes)
+        both = dist.allreduce_mean(keras.ops.stack([mean, mean_square]), name=None)
+        mean, mean_square = both[0], both[1]
+        return mean, keras.ops.maximum(mean_square - keras.ops.square(mean), 0.0)
+
+
+def _batch_norm(cfg: ModelConfig, name: str) -> keras.layers.Layer:
+    layer = CrossReplicaBatchNormalization if cfg.sync_batch_norm else keras.layers.BatchNormalization
+    return layer(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=name)
+
+
 def _conv_bn_act(x, cfg: ModelConfig, filters: int, kernel_size: int, strides: int, prefix: str, activation=True):
     x = keras.layers.Conv2D(
         filters,
@@ -44,7 +71,7 @@ def _conv_bn_act(x, cfg: ModelConfig, filters: int, kernel_size: int, strides: i
         kernel_initializer=conv_initializer(),
         name=f"{prefix}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=f"{prefix}_bn")(x)
+    x = _batch_norm(cfg, f"{prefix}_bn")(x)
     if activation:
         x = keras.layers.Activation("swish", name=f"{prefix}_activation")(x)
     return x
@@ -65,7 +92,7 @@ def _mbconv(x, cfg: ModelConfig, block: Block):
         depthwise_initializer=conv_initializer(),
         name=f"{name}_dwconv",
     )(x)
-    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=f"{name}_bn")(x)
+    x = _batch_norm(cfg, f"{name}_bn")(x)
     x = keras.layers.Activation("swish", name=f"{name}_activation")(x)
 
     if 0 < block.se_ratio <= 1:

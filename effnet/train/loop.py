@@ -223,10 +223,16 @@ class Trainer:
             flag.restore()
         return self._final_summary(rates, time.perf_counter() - train_start)
 
+    def weights_in_sync(self) -> bool:
+        """Whether every rank holds the same weights (a cheap checksum, allgathered)."""
+        checksum = tf.add_n([tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in self.model.trainable_variables])
+        gathered = dist.allgather(tf.reshape(checksum, [1])).numpy()
+        return bool((gathered == gathered[0]).all())
+
     def _final_summary(self, rates: list[float], seconds: float) -> dict:
         # The reference averages the interval throughputs after dropping the first 10%.
         steady = rates[len(rates) // 10:] if rates else []
-        summary = {"total_training_seconds": seconds}
+        summary = {"total_training_seconds": seconds, "weights_in_sync_across_ranks": self.weights_in_sync()}
         if steady:
             rate = sum(steady) / len(steady)
             summary.update({"avg_exp_per_second_training": rate,
