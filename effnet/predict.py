@@ -46,10 +46,10 @@ def class_names(num_classes: int, data_dir: str | None) -> list[str]:
 
 
 def predict(infer, paths: list[str], image_size: int, batch_size: int, top_k: int,
-            names: list[str]) -> list[dict]:
+            names: list[str], crop_padding: int = 32) -> list[dict]:
     """Top-k predictions per image; an unreadable image gets an `error` entry instead."""
     def load(path):
-        return preprocess_eval(tf.io.read_file(path), image_size)
+        return preprocess_eval(tf.io.read_file(path), image_size, crop_padding)
 
     rows: list[dict] = []
     for start in range(0, len(paths), batch_size):
@@ -104,7 +104,7 @@ def run_predict(cfg, model_cfg, logger) -> list[dict]:
         ema.copy_to_model()
     infer = make_inference_fn(model, cfg.use_xla)
     rows = predict(infer, paths, cfg.eval_img_size, cfg.eval_batch_size, cfg.top_k,
-                   class_names(model_cfg.num_classes, cfg.data_dir))
+                   class_names(model_cfg.num_classes, cfg.data_dir), cfg.crop_padding)
     output = cfg.predict_output or os.path.join(cfg.model_dir, "predictions.json")
     write_predictions(rows, output)
     logger.log((), {"comment": "predictions written", "output": output, "images": len(paths),

@@ -42,6 +42,8 @@ class TrainConfig:
     cutmix_alpha: float = _f(0.0, "cutmix Beta(alpha, alpha) of the last stage; 0 = off")
     defer_img_mixing: bool = _f(False, "blend mixup/cutmix images on the device instead of in the input pipeline")
     data_threads: int = _f(0, "input pipeline private thread pool size (0: TensorFlow's default pool)")
+    min_crop_area: float = _f(0.05, "smallest random train crop, as a fraction of the image area")
+    crop_padding: int = _f(32, "eval/predict center crop: image_size/(image_size+crop_padding) of the short side")
     # stage-wise training
     n_stages: int = _f(1, "progressive-resolution stages from base_img_size to train_img_size")
     base_img_size: int = _f(128, "image size of the first stage")
@@ -106,7 +108,7 @@ class TrainConfig:
                 raise ConfigError(f"--{key} must be >= 1, got {getattr(self, key)}")
         non_negative = ["weight_decay", "label_smoothing", "lr_init", "warmup_epochs", "benchmark_warmup_steps",
                         "raug_magnitude", "mixup_alpha", "cutmix_alpha", "base_mixup", "base_cutmix",
-                        "base_randaug_mag", "data_threads", "moving_average_decay"]
+                        "base_randaug_mag", "data_threads", "moving_average_decay", "crop_padding"]
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{key} must be >= 0, got {getattr(self, key)}")
@@ -118,6 +120,8 @@ class TrainConfig:
             raise ConfigError(f"--warmup_epochs ({self.warmup_epochs}) exceeds --max_epochs ({self.max_epochs})")
         if self.nesterov and self.optimizer != "momentum":
             raise ConfigError("--nesterov needs --optimizer momentum")
+        if not 0 < self.min_crop_area <= 1:
+            raise ConfigError(f"--min_crop_area must be in (0, 1], got {self.min_crop_area}")
         if self.moving_average_decay >= 1:
             raise ConfigError(f"--moving_average_decay must be in [0, 1), got {self.moving_average_decay}")
         if self.n_stages > self.max_epochs:

@@ -47,6 +47,8 @@ class PipelineConfig:
     rank: int = 0
     threads: int = 0                     # private thread pool size; 0 = tf.data default
     defer_img_mixing: bool = False       # mix images on the device instead of here
+    min_crop_area: float = 0.05          # smallest train crop, as a fraction of the image area
+    crop_padding: int = 32               # eval crop: image_size / (image_size + crop_padding) of the short side
 
 
 def _options(threads: int, deterministic: bool) -> tf.data.Options:
@@ -121,7 +123,7 @@ class InputPipeline:
             image_bytes, label = record
             seed = example_seed(cfg.seed, cfg.rank, epoch, index)
             crop_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-            image = preprocess_train(image_bytes, image_size, crop_seed)
+            image = preprocess_train(image_bytes, image_size, crop_seed, cfg.min_crop_area, cfg.crop_padding)
             if isinstance(augmenter, RandAugment):
                 image = augmenter(image, magnitude=stage.raug_magnitude, seed=aug_seed)
             elif augmenter is not None:
@@ -167,7 +169,7 @@ class InputPipeline:
 
         def decode(index, record):
             image_bytes, label = record
-            return {"image": preprocess_eval(image_bytes, image_size), "index": index, "label": label}
+            return {"image": preprocess_eval(image_bytes, image_size, cfg.crop_padding), "index": index, "label": label}
 
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
         ds = ds.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), _count_gaps)

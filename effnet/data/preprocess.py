@@ -4,7 +4,8 @@ Train: sample a distorted bounding box (area 5-100%, aspect 3/4-4/3, 10 attempts
 attempt fits, fall back to the eval center crop. Only the crop is decoded
 (`decode_and_crop_jpeg`), then it is flipped at random and resized to the stage's size.
 Eval: a center crop of size/(size+32) of the short side, then resize.
-Images stay 0-255 float32; the model normalises. Non-JPEG inputs (PNG in a folder) take a
+The 5% minimum area and the 32-pixel crop padding are ImageNet's; small images (digits, thumbnails)
+need gentler values, so both are parameters. Images stay 0-255 float32; the model normalises. Non-JPEG inputs (PNG in a folder) take a
 full decode instead of the partial one. All randomness is stateless, from a per-example seed.
 """
 from __future__ import annotations
@@ -38,10 +39,10 @@ def decode_crop(image_bytes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
     return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
 
 
-def center_window(shape: tf.Tensor, image_size: int) -> tf.Tensor:
-    """The eval crop: a centred square of image_size/(image_size+32) of the shorter side."""
+def center_window(shape: tf.Tensor, image_size: int, crop_padding: int = CROP_PADDING) -> tf.Tensor:
+    """The eval crop: a centred square of image_size/(image_size+crop_padding) of the shorter side."""
     height, width = shape[0], shape[1]
-    ratio = image_size / (image_size + CROP_PADDING)
+    ratio = image_size / (image_size + crop_padding)
     side = tf.cast(ratio * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
     side = tf.maximum(side, 1)
     y = (height - side + 1) // 2
@@ -49,7 +50,8 @@ def center_window(shape: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.stack([y, x, side, side])
 
 
-def random_window(shape: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
+def random_window(shape: tf.Tensor, image_size: int, seed: tf.Tensor, min_area: float = AREA_RANGE[0],
+                  crop_padding: int = CROP_PADDING) -> tf.Tensor:
     """A distorted bounding box [y, x, h, w]; the center window when sampling fails."""
     whole = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -58,14 +60,14 @@ def random_window(shape: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tens
         seed=seed,
         min_object_covered=0.1,
         aspect_ratio_range=ASPECT_RANGE,
-        area_range=AREA_RANGE,
+        area_range=(min_area, AREA_RANGE[1]),
         max_attempts=MAX_ATTEMPTS,
         use_image_if_no_bounding_boxes=True,
     )
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     # The sampler returns the whole image when every attempt failed.
     failed = tf.logical_and(tf.equal(size[0], shape[0]), tf.equal(size[1], shape[1]))
-    return tf.cond(failed, lambda: center_window(shape, image_size), lambda: window)
+    return tf.cond(failed, lambda: center_window(shape, image_size, crop_padding), lambda: window)
 
 
 def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -73,16 +75,17 @@ def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
-def preprocess_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
+def preprocess_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tensor, min_area: float = AREA_RANGE[0],
+                     crop_padding: int = CROP_PADDING) -> tf.Tensor:
     """Random crop, random flip, resize: uint8 [image_size, image_size, 3]."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    window = random_window(image_shape(image_bytes), image_size, crop_seed)
+    window = random_window(image_shape(image_bytes), image_size, crop_seed, min_area, crop_padding)
     image = decode_crop(image_bytes, window)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return tf.cast(tf.round(resize(image, image_size)), tf.uint8)
 
 
-def preprocess_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+def preprocess_eval(image_bytes: tf.Tensor, image_size: int, crop_padding: int = CROP_PADDING) -> tf.Tensor:
     """Center crop and resize: float32 0-255 [image_size, image_size, 3]."""
-    image = decode_crop(image_bytes, center_window(image_shape(image_bytes), image_size))
+    image = decode_crop(image_bytes, center_window(image_shape(image_bytes), image_size, crop_padding))
     return resize(image, image_size)
