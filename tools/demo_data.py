@@ -28,8 +28,8 @@ from PIL import Image
 from effnet.config.errors import ConfigError
 from effnet.data.imagenet_example import LABEL_OFFSET, encode_example
 from effnet.data.shipped import shipped_photos
-from tools.make_tfrecords import (DEFAULT_WORKERS, SplitResult, check_out_dir, encode_jpeg, prepare_out_dir,
-                                  write_labels, write_split)
+from tools.make_tfrecords import (DEFAULT_WORKERS, SplitResult, check_out_dir, encode_jpeg, positive_int,
+                                  prepare_out_dir, write_labels, write_split)
 
 PROG = "demo_data"
 SEED = 0
@@ -171,20 +171,13 @@ def _describe(results: Sequence[SplitResult]) -> str:
     return " / ".join(f"{r.examples} {r.split}" for r in results)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, metavar="OUT", help="folder to hold photos/ and mnist/")
-    parser.add_argument("--train_per_class", type=_positive_int, default=64, help="photo crops per class for train")
-    parser.add_argument("--val_per_class", type=_positive_int, default=16, help="photo crops per class for validation")
-    parser.add_argument("--image_size", type=_positive_int, default=32, help="side of the digit images in pixels")
+    parser.add_argument("--train_per_class", type=positive_int, default=64, help="photo crops per class for train")
+    parser.add_argument("--val_per_class", type=positive_int, default=16, help="photo crops per class for validation")
+    parser.add_argument("--image_size", type=positive_int, default=32, help="side of the digit images in pixels")
     parser.add_argument("--mnist", action=argparse.BooleanOptionalAction, default=True,
                         help="also build OUT/mnist (default: yes)")
     return parser.parse_args(argv)

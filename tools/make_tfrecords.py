@@ -336,7 +336,7 @@ def summary(results: Sequence[SplitResult], out: Path) -> str:
     return f"{PROG}: {splits}; skipped {sum(r.skipped for r in results)} unreadable images -> {out}"
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -355,11 +355,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", type=Path, metavar="SRC", help="folder of images (layouts: see above)")
     parser.add_argument("out", type=Path, metavar="OUT", help="folder for the shards and labels.txt")
-    parser.add_argument("--train_shards", type=_positive_int, default=1024,
+    parser.add_argument("--train_shards", type=positive_int, default=1024,
                         help="train shards (fewer if there are fewer images); default 1024")
-    parser.add_argument("--validation_shards", type=_positive_int, default=128,
+    parser.add_argument("--validation_shards", type=positive_int, default=128,
                         help="validation shards (fewer if there are fewer images); default 128")
-    parser.add_argument("--workers", type=_positive_int, default=DEFAULT_WORKERS,
+    parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                         help="shards written in parallel; does not change the output")
     parser.add_argument("--val_fraction", type=_fraction, default=0.1,
                         help="share of each class held out for validation when SRC has no validation folder")
