@@ -191,6 +191,159 @@ def test_randaugment_zero_layers_is_identity() -> None:
     assert _equal(RandAugment(num_layers=0)(image, seed=SEED), image)
 
 
+# ---------------------------------------------------------------------- batched ops
+
+def _images(height: int = 23, width: int = 19) -> tf.Tensor:
+    """Four different images: two of noise, a narrow-range one and a constant one."""
+    flat = tf.fill([height, width, 3], tf.constant(77, tf.uint8))
+    return tf.stack([_image(height, width, seed=1), _image(height, width, seed=2, low=20, high=230),
+                     _image(height, width, seed=3, low=90, high=140), flat])
+
+
+# Public op -> per-image arguments for the four images of `_images`.
+BATCH_CASES = {
+    "autocontrast": (augment.autocontrast, ()),
+    "equalize": (augment.equalize, ()),
+    "invert": (augment.invert, ()),
+    "posterize": (augment.posterize, ([1, 3, 8, 0],)),
+    "solarize": (augment.solarize, ([0, 100, 256, 200],)),
+    "solarize_add": (augment.solarize_add, ([0, 33, 110, -40],)),
+    "color": (augment.color, ([0.1, 1.0, 1.9, 0.5],)),
+    "contrast": (augment.contrast, ([1.9, 0.1, 1.0, 0.6],)),
+    "brightness": (augment.brightness, ([0.6, 1.9, 0.1, 1.0],)),
+    "sharpness": (augment.sharpness, ([1.0, 0.6, 1.9, 0.1],)),
+    "rotate": (augment.rotate, ([0.0, 20.0, -30.0, 7.5],)),
+    "shear_x": (augment.shear_x, ([0.3, 0.0, -0.2, 0.1],)),
+    "shear_y": (augment.shear_y, ([-0.1, 0.3, 0.0, 0.25],)),
+    "translate_x": (augment.translate_x, ([5.0, -12.0, 0.0, 2.5],)),
+    "translate_y": (augment.translate_y, ([-2.5, 0.0, 12.0, 7.0],)),
+    "cutout_at": (augment.cutout_at, ([0, 5, 30, 3], [0, 10, 4, 22], [7, 0, 18, 9])),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCH_CASES))
+def test_batch_op_matches_single_images(name: str) -> None:
+    op, args = BATCH_CASES[name]
+    images = _images()
+    batched = op(images, *(tf.constant(arg) for arg in args))
+    assert batched.shape == images.shape and batched.dtype == tf.uint8
+    for i in range(images.shape[0]):
+        assert _equal(batched[i], op(images[i], *(arg[i] for arg in args)))
+
+
+def test_batch_op_scalar_argument_applies_to_every_image() -> None:
+    images = _images()
+    assert _equal(augment.color(images, 0.3), augment.color(images, tf.fill([4], 0.3)))
+    assert _equal(augment.rotate(images, 12.0), tf.stack([augment.rotate(image, 12.0) for image in images]))
+
+
+def test_batch_identities() -> None:
+    images = _images()
+    zeros = tf.zeros([4])
+    for name in GEOMETRIC + ("Cutout",):
+        assert _equal(OPS[name](images, zeros, SEED, PARAMS), images)
+    for op in (augment.color, augment.contrast, augment.brightness, augment.sharpness):
+        assert _equal(op(images, tf.ones([4])), images)
+    assert _equal(augment.posterize(images, 8), images)
+    assert _equal(augment.solarize(images, 256), images)
+    assert _equal(augment.solarize_add(images, 0), images)
+    assert _equal(augment.cutout(images, 0, SEED), images)
+
+
+# Small amounts, so that translations and cutouts of the small test images stay visible.
+SMALL = OpParams(cutout_const=10.0, translate_const=10.0)
+# Explicit op and largest amount of the ops that draw a random sign, to check each batch image.
+SIGNED = {"Rotate": (augment.rotate, 30.0), "ShearX": (augment.shear_x, 0.3), "ShearY": (augment.shear_y, 0.3),
+          "TranslateX": (augment.translate_x, SMALL.translate_const),
+          "TranslateY": (augment.translate_y, SMALL.translate_const)}
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_op_on_batch_treats_each_image_on_its_own(name: str) -> None:
+    images = _images()
+    levels = tf.constant([0.0, 3.0, 7.0, 10.0])
+    batched = OPS[name](images, levels, SEED, SMALL)
+    assert batched.shape == images.shape and batched.dtype == tf.uint8
+    for image, level, out in zip(images, levels, batched):
+        if name in SIGNED:
+            op, maximum = SIGNED[name]
+            amount = level * maximum / 10.0                     # as the op scales levels
+            assert _equal(out, op(image, amount)) or _equal(out, op(image, -amount))
+        elif name == "Cutout":
+            greyed = np.any(out.numpy() != image.numpy(), axis=-1)
+            rows, cols = np.flatnonzero(greyed.any(axis=1)), np.flatnonzero(greyed.any(axis=0))
+            assert np.all(out.numpy()[greyed] == 128)
+            assert rows.size <= 2 * level and cols.size <= 2 * level    # half-side: level * 10 / 10
+        else:
+            assert _equal(out, OPS[name](image, level, SEED, SMALL))
+
+
+# ------------------------------------------------------------- batched AutoAugment / RandAugment
+
+def test_apply_batch_routes_each_image_through_its_sub_policy(monkeypatch) -> None:
+    monkeypatch.setitem(augment.POLICIES, "test", (
+        (("Invert", 1.0, 0), ("Posterize", 1.0, 5)),
+        (("Equalize", 1.0, 0), ("AutoContrast", 1.0, 0)),
+    ))
+    images = tf.stack([_image(16, 12, seed=s) for s in range(8)])
+    out = AutoAugment("test").apply_batch(images, seed=SEED)
+    chosen = []
+    for image, result in zip(images, out):
+        first = _equal(result, augment.posterize(augment.invert(image), 2))
+        second = _equal(result, augment.autocontrast(augment.equalize(image)))
+        assert first != second
+        chosen.append(first)
+    assert 0 < sum(chosen) < len(chosen)
+
+
+def _batch_graph(augmenter):
+    return tf.function(lambda images, seed: augmenter.apply_batch(images, seed), input_signature=[
+        tf.TensorSpec([None, 24, 20, 3], tf.uint8), tf.TensorSpec([2], tf.int64)])
+
+
+@pytest.mark.parametrize("augmenter", [AutoAugment(), RandAugment()], ids=["auto", "rand"])
+def test_apply_batch_is_pure_and_per_image(augmenter) -> None:
+    """Deterministic in graph and eagerly for any batch size; images do not affect each other."""
+    images = tf.stack([_image(24, 20, seed=s) for s in range(6)])
+    graph = _batch_graph(augmenter)
+    out = graph(images, SEED)
+    assert out.shape == images.shape and out.dtype == tf.uint8
+    assert _equal(augmenter.apply_batch(images, SEED), out)
+    assert _equal(graph(images, SEED), out)
+    assert not _equal(graph(images, tf.constant([8, 11], tf.int64)), out)
+    assert sum(not _equal(a, b) for a, b in zip(out, images)) >= 3
+    other = tf.concat([images[:2], 255 - images[2:3], images[3:]], axis=0)
+    changed = graph(other, SEED)
+    assert _equal(tf.concat([changed[:2], changed[3:]], 0), tf.concat([out[:2], out[3:]], 0))
+    assert graph(images[:1], SEED).shape == (1, 24, 20, 3)
+    assert graph(images[:0], SEED).shape == (0, 24, 20, 3)
+
+
+@pytest.mark.parametrize("augmenter", [AutoAugment(), RandAugment()], ids=["auto", "rand"])
+def test_apply_batch_in_dataset_map(augmenter) -> None:
+    images = tf.stack([_image(24, 20, seed=s) for s in range(5)])
+    dataset = (tf.data.Dataset.from_tensor_slices(images).batch(2).enumerate()
+               .map(lambda step, batch: augmenter.apply_batch(batch, tf.stack([step, 3]))))
+    assert dataset.element_spec == tf.TensorSpec([None, 24, 20, 3], tf.uint8)
+    first, second = list(dataset), list(dataset)
+    assert [b.shape[0] for b in first] == [2, 2, 1]
+    assert all(_equal(a, b) for a, b in zip(first, second))
+
+
+def test_randaugment_apply_batch_magnitude_and_zero_layers() -> None:
+    images = tf.stack([_image(16, 16, seed=s) for s in range(4)])
+    augmenter = RandAugment(num_layers=2, magnitude=10.0)
+    strong = augmenter.apply_batch(images, SEED)
+    assert _equal(augmenter.apply_batch(images, SEED, magnitude=10.0), strong)
+    assert not _equal(augmenter.apply_batch(images, SEED, magnitude=tf.constant(0.0)), strong)
+    assert _equal(RandAugment(num_layers=0).apply_batch(images, SEED), images)
+
+
+def test_apply_batch_rejects_single_images() -> None:
+    with pytest.raises(ValueError, match="B, H, W, 3"):
+        AutoAugment().apply_batch(_image())
+
+
 # ---------------------------------------------------------------------- batch mixing
 
 def _batch(size: int = 8, height: int = 6, width: int = 10) -> tuple[tf.Tensor, tf.Tensor]:

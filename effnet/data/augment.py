@@ -8,11 +8,19 @@ TensorFlow ops only (no PIL, no numpy, no private Keras APIs) lets them run insi
 with dynamic image sizes, and, when given a seed, as pure functions of (input, seed) so
 every rank and epoch can be reproduced exactly. The pixel semantics follow PIL, which
 the reference mimics: levels are in [0, 10] and scale linearly into each op's argument.
+
+Every op is written once, for a batch uint8 [B, H, W, 3] with one argument per image
+([B] tensors); a single [H, W, 3] image with scalar arguments runs as a batch of one, so
+both give the same pixels. On CPUs the cost is in passes over the pixels, so ops make few
+and stay in uint8 where the arithmetic allows: per-value maps are bit tricks (Invert,
+Posterize, Solarize, SolarizeAdd) or one flat lookup table for all images and channels
+(AutoContrast, Equalize); only the blends need float. AutoAugment and
+RandAugment augment one image (`__call__`, one op switch per step) or a whole batch
+(`apply_batch`, every op runs once per step on just the images that drew it).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -23,6 +31,8 @@ MAX_LEVEL = 10.0
 FILL_VALUE = 128
 # ITU-R 601 luma weights (0.299, 0.587, 0.114) scaled by 2**16, as PIL's convert("L").
 _LUMA_FIXED_POINT = (19595, 38470, 7471)
+# PIL's SMOOTH filter: [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13, i.e. (3x3 box sum + 4 * centre) / 13.
+_SMOOTH_DIVISOR = 13.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +43,9 @@ class OpParams:
     translate_const: float = 250.0
 
 
-# An augmentation op as stored in OPS: fn(image_uint8 [H, W, 3], level in [0, 10],
-# seed [2] int64 for its random choices, params) -> uint8 image of the same shape.
+# An augmentation op as stored in OPS: fn(images uint8 [B, H, W, 3] (or one [H, W, 3] image),
+# levels in [0, 10] as [B] (or a scalar), seed [2] int64 for the random choices of the whole
+# batch, params) -> uint8 images of the same shape.
 OpFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, OpParams], tf.Tensor]
 
 
@@ -55,10 +66,35 @@ def _split(seed: tf.Tensor, num: int) -> list[tf.Tensor]:
     return tf.unstack(tf.random.experimental.stateless_split(seed, num), num=num)
 
 
-def _random_sign(value: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """`value` negated with probability 1/2: the reference randomises every geometric direction."""
-    flip = tf.random.stateless_uniform([], seed) < 0.5
-    return tf.where(flip, -value, value)
+def _random_signs(values: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Each of the [B] `values` negated with probability 1/2: the reference randomises every geometric direction.
+
+    For one image the draw is the same as a scalar draw from `seed`.
+    """
+    flip = tf.random.stateless_uniform(tf.shape(values), seed) < 0.5
+    return tf.where(flip, -values, values)
+
+
+# ------------------------------------------------------------------------ batch helpers
+
+def _on_batch(batch_op: Callable[..., tf.Tensor], image: tf.Tensor, *args: tf.Tensor | float) -> tf.Tensor:
+    """Run `batch_op` (uint8 [B, H, W, 3] and [B] arguments) on a batch or on one image.
+
+    A [H, W, 3] image with scalar arguments becomes a batch of one; a batch accepts scalar
+    arguments too, applied to every image.
+    """
+    image = tf.convert_to_tensor(image)
+    if image.shape.rank == 3:
+        out = batch_op(image[None], *(tf.reshape(arg, [1]) for arg in args))[0]
+    else:
+        batch = tf.shape(image)[:1]
+        out = batch_op(image, *(tf.broadcast_to(arg, batch) for arg in args))
+    return tf.ensure_shape(out, image.shape)
+
+
+def _per_image(values: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """[B] per-image values as [B, 1, 1, 1], to broadcast over each image's pixels."""
+    return tf.reshape(tf.cast(values, dtype), [-1, 1, 1, 1])
 
 
 # ------------------------------------------------------------------------ pixel helpers
@@ -71,20 +107,60 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
 def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
     """PIL ImageEnhance: interpolate (factor in [0, 1]) or extrapolate from `degenerate` to `image`.
 
-    factor 0 gives `degenerate`, 1 gives `image` exactly; both are float with integer values.
+    factor ([B], one per image) 0 gives `degenerate`, 1 gives `image` exactly; both are
+    float with integer values.
     """
-    factor = tf.cast(factor, tf.float32)
-    return _to_uint8(degenerate + factor * (image - degenerate))
+    return _to_uint8(degenerate + _per_image(factor, tf.float32) * (image - degenerate))
 
 
-def _grayscale(image: tf.Tensor) -> tf.Tensor:
-    """Luma [H, W, 1] as float, with PIL convert("L")'s 16-bit fixed-point ITU-R 601 weights."""
-    weighted = tf.cast(image, tf.int32) * tf.constant(_LUMA_FIXED_POINT)
-    luma = tf.bitwise.right_shift(tf.reduce_sum(weighted, axis=-1, keepdims=True) + 0x8000, 16)
-    return tf.cast(luma, tf.float32)
+def _luma(images: tf.Tensor) -> tf.Tensor:
+    """Luma [B, H, W] as float, with PIL convert("L")'s 16-bit fixed-point ITU-R 601 weights.
+
+    The weights / 2**16 are exact in float32 and every product and partial sum is a
+    multiple of 2**-16 below 256, so the fixed-point sum is exact; + 0.5 and floor is PIL's
+    rounding shift. Channel planes (a cheap uint8 unstack) avoid slow broadcasts over the
+    innermost axis.
+    """
+    red, green, blue = (tf.cast(plane, tf.float32) for plane in tf.unstack(images, num=3, axis=-1))
+    red_w, green_w, blue_w = (w / 65536.0 for w in _LUMA_FIXED_POINT)
+    return tf.floor(red * red_w + green * green_w + blue * blue_w + 0.5)
+
+
+def _channel_lut_indices(images: tf.Tensor) -> tf.Tensor:
+    """int32 [B, H, W, 3]: each value plus 256 * (3 * image + channel), its entry in a flat [B * 3 * 256] table.
+
+    One flat table serves every image and channel with a single bincount (histograms) and
+    a single gather (lookup), instead of one of each per channel and image. The offsets are
+    a tiled row plus a column, as broadcasting a [3] vector over the innermost axis is slow.
+    """
+    shape = tf.shape(images)
+    channel_offsets = tf.tile(tf.constant([0, 256, 512]), shape[1:2] * shape[2:3])
+    image_offsets = tf.range(shape[0]) * (3 * 256)
+    offsets = channel_offsets[None, :] + image_offsets[:, None]
+    values = tf.reshape(tf.cast(images, tf.int32), tf.stack([shape[0], -1]))
+    return tf.reshape(values + offsets, shape)
+
+
+def _lookup(tables: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """Map every value through its image's and channel's uint8 table [B, 3, 256].
+
+    `indices` come from `_channel_lut_indices`; gather_nd is the fastest single-value gather
+    TensorFlow has on CPU.
+    """
+    return tf.gather_nd(tf.reshape(tables, [-1]), indices[..., None])
 
 
 # ------------------------------------------------------------------------ colour ops
+
+def _autocontrast(images: tf.Tensor) -> tf.Tensor:
+    lo = tf.cast(tf.reduce_min(images, axis=[1, 2]), tf.float64)[..., None]
+    hi = tf.cast(tf.reduce_max(images, axis=[1, 2]), tf.float64)[..., None]
+    scale = 255.0 / tf.maximum(hi - lo, 1.0)
+    values = tf.range(256, dtype=tf.float64)
+    stretched = tf.clip_by_value(values * scale - lo * scale, 0.0, 255.0)
+    tables = tf.cast(tf.where(hi > lo, stretched, values), tf.uint8)
+    return _lookup(tables, _channel_lut_indices(images))
+
 
 def autocontrast(image: tf.Tensor) -> tf.Tensor:
     """Stretch each channel so its darkest pixel is 0 and brightest 255 (PIL, cutoff 0).
@@ -92,16 +168,22 @@ def autocontrast(image: tf.Tensor) -> tf.Tensor:
     The lookup table is built in float64 like PIL's so results match it exactly; a
     constant channel is left unchanged.
     """
-    def stretch(channel: tf.Tensor) -> tf.Tensor:
-        values = tf.cast(channel, tf.int32)
-        lo = tf.cast(tf.reduce_min(values), tf.float64)
-        hi = tf.cast(tf.reduce_max(values), tf.float64)
-        scale = 255.0 / tf.maximum(hi - lo, 1.0)
-        lut = tf.cast(tf.clip_by_value(tf.range(256, dtype=tf.float64) * scale - lo * scale, 0.0, 255.0), tf.int32)
-        return tf.where(hi > lo, tf.gather(lut, values), values)
+    return _on_batch(_autocontrast, image)
 
-    channels = tf.unstack(image, num=3, axis=-1)
-    return tf.cast(tf.stack([stretch(c) for c in channels], axis=-1), tf.uint8)
+
+def _equalize(images: tf.Tensor) -> tf.Tensor:
+    indices = _channel_lut_indices(images)
+    bins = tf.shape(images)[0] * 3 * 256
+    histograms = tf.reshape(tf.math.bincount(indices, minlength=bins, maxlength=bins), [-1, 3, 256])
+    values = tf.range(256)
+    brightest = tf.reduce_max(tf.where(histograms > 0, values, 0), axis=-1)
+    last_count = tf.gather(histograms, brightest, batch_dims=2)
+    step = (tf.shape(images)[1] * tf.shape(images)[2] - last_count)[..., None] // 255
+    safe_step = tf.maximum(step, 1)
+    shifted_cumsum = tf.cumsum(histograms, axis=-1, exclusive=True)
+    tables = tf.minimum((shifted_cumsum + safe_step // 2) // safe_step, 255)
+    tables = tf.cast(tf.where(step > 0, tables, values), tf.uint8)
+    return _lookup(tables, indices)
 
 
 def equalize(image: tf.Tensor) -> tf.Tensor:
@@ -110,142 +192,252 @@ def equalize(image: tf.Tensor) -> tf.Tensor:
     PIL spreads the histogram without counting the brightest value's pixels, so a channel
     whose pixels nearly all share one value (step 0) is left unchanged.
     """
-    def equalize_channel(channel: tf.Tensor) -> tf.Tensor:
-        values = tf.cast(channel, tf.int32)
-        histogram = tf.math.bincount(values, minlength=256, maxlength=256)
-        last_count = tf.gather(histogram, tf.reduce_max(values))
-        step = (tf.size(values) - last_count) // 255
-        safe_step = tf.maximum(step, 1)
-        shifted_cumsum = tf.concat([[0], tf.cumsum(histogram)[:-1]], axis=0)
-        lut = tf.minimum((shifted_cumsum + safe_step // 2) // safe_step, 255)
-        return tf.where(step > 0, tf.gather(lut, values), values)
-
-    channels = tf.unstack(image, num=3, axis=-1)
-    return tf.cast(tf.stack([equalize_channel(c) for c in channels], axis=-1), tf.uint8)
+    return _on_batch(_equalize, image)
 
 
 def invert(image: tf.Tensor) -> tf.Tensor:
-    """Photographic negative."""
-    return 255 - image
+    """Photographic negative (of one image or a batch)."""
+    return tf.constant(255, tf.uint8) - image
 
 
-def posterize(image: tf.Tensor, bits: tf.Tensor) -> tf.Tensor:
+def _posterize(images: tf.Tensor, bits: tf.Tensor) -> tf.Tensor:
+    shift = tf.clip_by_value(8 - tf.cast(bits, tf.int32), 0, 7)
+    mask = tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, shift), 255)
+    return tf.bitwise.bitwise_and(images, _per_image(mask, tf.uint8))
+
+
+def posterize(image: tf.Tensor, bits: tf.Tensor | int) -> tf.Tensor:
     """Keep the `bits` most significant bits of every value (8 bits leaves the image unchanged).
 
     At least one bit is kept: the TF reference shifts uint8 values, and TensorFlow clamps
     such shifts to 7, so its 0-bit posterize (AutoAugment level < 2.5) gives 0/128 images
-    rather than PIL's black ones. We keep that training behaviour.
+    rather than PIL's black ones. We keep that training behaviour. Computed as one AND
+    with a per-image mask of the kept bits.
     """
-    shift = tf.minimum(8 - tf.cast(bits, tf.int32), 7)
-    values = tf.bitwise.left_shift(tf.bitwise.right_shift(tf.cast(image, tf.int32), shift), shift)
-    return tf.cast(values, tf.uint8)
+    return _on_batch(_posterize, image, bits)
 
 
-def solarize(image: tf.Tensor, threshold: tf.Tensor) -> tf.Tensor:
-    """Invert the pixels at or above `threshold` (256 leaves the image unchanged)."""
-    values = tf.cast(image, tf.int32)
-    return tf.cast(tf.where(values < tf.cast(threshold, tf.int32), values, 255 - values), tf.uint8)
+def _solarize(images: tf.Tensor, threshold: tf.Tensor) -> tf.Tensor:
+    threshold = tf.cast(threshold, tf.int32)
+    lowest_inverted = _per_image(tf.clip_by_value(threshold, 0, 255), tf.uint8)
+    inverts = _per_image(tf.where(threshold <= 255, 255, 0), tf.uint8)
+    return tf.bitwise.bitwise_xor(images, tf.cast(images >= lowest_inverted, tf.uint8) * inverts)
 
 
-def solarize_add(image: tf.Tensor, addition: tf.Tensor, threshold: int = 128) -> tf.Tensor:
-    """Add `addition` (saturating) to the pixels below `threshold`."""
-    values = tf.cast(image, tf.int32)
-    added = tf.clip_by_value(values + tf.cast(addition, tf.int32), 0, 255)
-    return tf.cast(tf.where(values < threshold, added, values), tf.uint8)
+def solarize(image: tf.Tensor, threshold: tf.Tensor | int) -> tf.Tensor:
+    """Invert the pixels at or above `threshold` (256 leaves the image unchanged).
+
+    255 - v is v XOR 255, so this is one XOR with a mask that is 255 where v >= threshold.
+    """
+    return _on_batch(_solarize, image, threshold)
 
 
-def color(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+def _solarize_add(images: tf.Tensor, addition: tf.Tensor, threshold: int) -> tf.Tensor:
+    addition = tf.clip_by_value(tf.cast(addition, tf.int32), -255, 255)
+    # Saturating add without overflow: clamp first to [max(-a, 0), 255 - max(a, 0)], then add
+    # a modulo 256 (uint8 arithmetic wraps, which turns + (256 - |a|) into - |a|).
+    low = _per_image(tf.maximum(-addition, 0), tf.uint8)
+    high = _per_image(255 - tf.maximum(addition, 0), tf.uint8)
+    added = tf.minimum(tf.maximum(images, low), high) + _per_image(tf.math.floormod(addition, 256), tf.uint8)
+    if threshold > 255:
+        return added
+    below = tf.cast(images < tf.constant(max(threshold, 0), tf.uint8), tf.uint8)
+    return images + below * (added - images)      # wraps back to exactly `added` where below
+
+
+def solarize_add(image: tf.Tensor, addition: tf.Tensor | int, threshold: int = 128) -> tf.Tensor:
+    """Add `addition` (saturating) to the pixels below `threshold`, in uint8 arithmetic."""
+    return _on_batch(lambda images, amounts: _solarize_add(images, amounts, threshold), image, addition)
+
+
+def _color(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    grey = tf.tile(_luma(images)[..., None], [1, 1, 1, 3])
+    return _blend(grey, tf.cast(images, tf.float32), factor)
+
+
+def color(image: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
     """Saturation: blend with the grey version (0 grey, 1 unchanged, >1 more saturated)."""
-    pixels = tf.cast(image, tf.float32)
-    return _blend(tf.broadcast_to(_grayscale(image), tf.shape(pixels)), pixels, factor)
+    return _on_batch(_color, image, factor)
 
 
-def contrast(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    """Blend with a flat image at the mean luma (0 flat, 1 unchanged, >1 more contrast)."""
-    mean = tf.round(tf.reduce_mean(_grayscale(image)))
-    pixels = tf.cast(image, tf.float32)
-    return _blend(tf.fill(tf.shape(pixels), mean), pixels, factor)
+def _contrast(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    luma_sum = tf.reduce_sum(tf.cast(_luma(images), tf.int32), axis=[1, 2])
+    count = tf.cast(tf.shape(images)[1] * tf.shape(images)[2], tf.float32)
+    mean = tf.round(tf.cast(luma_sum, tf.float32) / count)
+    return _blend(_per_image(mean, tf.float32), tf.cast(images, tf.float32), factor)
 
 
-def brightness(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+def contrast(image: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
+    """Blend with a flat image at the mean luma (0 flat, 1 unchanged, >1 more contrast).
+
+    The luma sum is an exact integer, so the mean does not depend on summation order.
+    """
+    return _on_batch(_contrast, image, factor)
+
+
+def _brightness(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    # The blend with black: 0 + f * (x - 0) is f * x exactly.
+    return _to_uint8(_per_image(factor, tf.float32) * tf.cast(images, tf.float32))
+
+
+def brightness(image: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
     """Blend with black (0 black, 1 unchanged, >1 brighter)."""
-    pixels = tf.cast(image, tf.float32)
-    return _blend(tf.zeros_like(pixels), pixels, factor)
+    return _on_batch(_brightness, image, factor)
 
 
-def sharpness(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+def _with_border(images: tf.Tensor, interior: tf.Tensor) -> tf.Tensor:
+    """`interior` ([B, H-2, W-2, 3]) framed by the one-pixel border of `images`.
+
+    Slicing [1:][-1:] rather than [-1:] keeps 1- and 2-pixel sides from duplicating a row.
+    """
+    middle_rows = images[:, 1:-1]
+    middle = tf.concat([middle_rows[:, :, :1], interior, middle_rows[:, :, 1:][:, :, -1:]], axis=2)
+    return tf.concat([images[:, :1], middle, images[:, 1:][:, -1:]], axis=1)
+
+
+def _sharpness(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    pixels = tf.cast(images, tf.float32)
+    rows = pixels[:, :-2] + pixels[:, 1:-1] + pixels[:, 2:]
+    box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
+    centre = pixels[:, 1:-1, 1:-1]
+    # The exact sum / 13 is never within 1/26 of a half, far beyond float error, so rounding
+    # the float quotient gives PIL's integer result.
+    smooth = tf.round((box + 4.0 * centre) * (1.0 / _SMOOTH_DIVISOR))
+    return _with_border(images, _blend(smooth, centre, factor))
+
+
+def sharpness(image: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
     """Blend with PIL's SMOOTH-filtered image (0 smooth, 1 unchanged, >1 sharper).
 
     PIL smooths with [[1,1,1],[1,5,1],[1,1,1]]/13, rounds, and copies the one-pixel border
-    from the original, so border pixels never change.
+    from the original, so border pixels never change: only the interior is filtered and
+    blended (with separable sums), then framed by the original border.
     """
-    pixels = tf.cast(image, tf.float32)
-    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
-    smooth = tf.round(tf.nn.depthwise_conv2d(pixels[None], kernel, [1, 1, 1, 1], "SAME")[0])
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    rows, cols = tf.range(height)[:, None, None], tf.range(width)[None, :, None]
-    interior = (rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1)
-    return _blend(tf.where(interior, smooth, pixels), pixels, factor)
+    return _on_batch(_sharpness, image, factor)
 
 
-def cutout(image: tf.Tensor, pad_size: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Grey out a square of side 2*pad_size around a random centre, clipped to the image."""
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
+def _cutout_at(images: tf.Tensor, pad_size: tf.Tensor, center_y: tf.Tensor, center_x: tf.Tensor) -> tf.Tensor:
+    shape = tf.shape(images)
+    pad = tf.cast(pad_size, tf.int32)[:, None]
+
+    def inside(size: tf.Tensor, center: tf.Tensor) -> tf.Tensor:
+        positions = tf.range(size)[None, :]
+        center = tf.cast(center, tf.int32)[:, None]
+        return tf.cast((positions >= center - pad) & (positions < center + pad), tf.uint8) * 255
+
+    # [B, H, 1] & [B, 1, W * 3] masks build the [B, H, W * 3] box with one broadcast.
+    rows = inside(shape[1], center_y)[:, :, None]
+    cols = tf.repeat(inside(shape[2], center_x), 3, axis=1)[:, None, :]
+    box = tf.bitwise.bitwise_and(rows, cols)
+    flat = tf.reshape(images, tf.stack([shape[0], shape[1], shape[2] * 3]))
+    fill = tf.constant(FILL_VALUE, tf.uint8)
+    # x ^ ((x ^ fill) & box): fill inside the box, x outside.
+    greyed = tf.bitwise.bitwise_xor(flat, tf.bitwise.bitwise_and(tf.bitwise.bitwise_xor(flat, fill), box))
+    return tf.reshape(greyed, shape)
+
+
+def cutout_at(image: tf.Tensor, pad_size: tf.Tensor | int, center_y: tf.Tensor | int,
+              center_x: tf.Tensor | int) -> tf.Tensor:
+    """Grey out a square of side 2*pad_size around (center_y, center_x), clipped to the image."""
+    return _on_batch(_cutout_at, image, pad_size, center_y, center_x)
+
+
+def _random_centers(images: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """[B] uniform random rows and columns; for one image the same draws as scalar ones."""
+    shape = tf.shape(images)
     y_seed, x_seed = _split(seed, 2)
-    center_y = tf.random.stateless_uniform([], y_seed, maxval=height, dtype=tf.int32)
-    center_x = tf.random.stateless_uniform([], x_seed, maxval=width, dtype=tf.int32)
-    pad = tf.cast(pad_size, tf.int32)
-    rows = tf.range(height)[:, None, None]
-    cols = tf.range(width)[None, :, None]
-    inside = ((rows >= center_y - pad) & (rows < center_y + pad)
-              & (cols >= center_x - pad) & (cols < center_x + pad))
-    return tf.where(inside, tf.constant(FILL_VALUE, tf.uint8), image)
+    center_y = tf.random.stateless_uniform(shape[:1], y_seed, maxval=shape[1], dtype=tf.int32)
+    center_x = tf.random.stateless_uniform(shape[:1], x_seed, maxval=shape[2], dtype=tf.int32)
+    return center_y, center_x
+
+
+def cutout(image: tf.Tensor, pad_size: tf.Tensor | int, seed: tf.Tensor) -> tf.Tensor:
+    """Grey out a square of side 2*pad_size around a random centre (per image), clipped to the image."""
+    def batch_cutout(images: tf.Tensor, pads: tf.Tensor) -> tf.Tensor:
+        return _cutout_at(images, pads, *_random_centers(images, tf.cast(seed, tf.int64)))
+    return _on_batch(batch_cutout, image, pad_size)
 
 
 # --------------------------------------------------------------------- geometric ops
 
-def _transform(image: tf.Tensor, transform: Sequence[tf.Tensor]) -> tf.Tensor:
-    """Apply a projective transform (output pixel -> input pixel map, 8 entries).
+def _transform(images: tf.Tensor, transform: Sequence[tf.Tensor | float]) -> tf.Tensor:
+    """Apply per-image projective transforms (output pixel -> input pixel map, 8 [B] entries).
 
     Nearest-neighbour sampling as in the reference; pixels from outside the image are grey.
     """
-    transform = tf.cast(tf.stack(transform), tf.float32)[None]
+    batch = tf.shape(images)[:1]
+    transforms = tf.stack([tf.broadcast_to(tf.cast(entry, tf.float32), batch) for entry in transform], axis=1)
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=transform, output_shape=tf.shape(image)[:2],
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
         fill_value=float(FILL_VALUE), interpolation="NEAREST", fill_mode="CONSTANT")
-    return tf.ensure_shape(out[0], image.shape)
+    return tf.ensure_shape(out, images.shape)
 
 
-def rotate(image: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
-    """Rotate about the image centre by `degrees`."""
+def _rotate(images: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
     radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
-    height = tf.cast(tf.shape(image)[0] - 1, tf.float32)
-    width = tf.cast(tf.shape(image)[1] - 1, tf.float32)
-    cos, sin = tf.cos(radians), tf.sin(radians)
+    height = tf.cast(tf.shape(images)[1] - 1, tf.float32)
+    width = tf.cast(tf.shape(images)[2] - 1, tf.float32)
+    # float64 sin/cos are computed the same way at every position of a batch; float32 ones
+    # are vectorised for some positions only and can differ in the last bit.
+    cos = tf.cast(tf.cos(tf.cast(radians, tf.float64)), tf.float32)
+    sin = tf.cast(tf.sin(tf.cast(radians, tf.float64)), tf.float32)
     x_offset = (width - (cos * width - sin * height)) / 2.0
     y_offset = (height - (sin * width + cos * height)) / 2.0
-    return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])
+    return _transform(images, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])
 
 
-def shear_x(image: tf.Tensor, shear: tf.Tensor) -> tf.Tensor:
+def rotate(image: tf.Tensor, degrees: tf.Tensor | float) -> tf.Tensor:
+    """Rotate about the image centre by `degrees`."""
+    return _on_batch(_rotate, image, degrees)
+
+
+# The 8 transform entries of an axis-aligned op, from its [B] amounts.
+_TransformMap = Callable[[tf.Tensor], list[tf.Tensor | float]]
+
+
+def _shear_x_map(shear: tf.Tensor) -> list[tf.Tensor | float]:
+    """Input x = x + shear * y."""
+    return [1.0, shear, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def _shear_y_map(shear: tf.Tensor) -> list[tf.Tensor | float]:
+    """Input y = y + shear * x."""
+    return [1.0, 0.0, 0.0, shear, 1.0, 0.0, 0.0, 0.0]
+
+
+def _translate_x_map(pixels: tf.Tensor) -> list[tf.Tensor | float]:
+    """Input x = x + pixels."""
+    return [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def _translate_y_map(pixels: tf.Tensor) -> list[tf.Tensor | float]:
+    """Input y = y + pixels."""
+    return [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0]
+
+
+def _mapped(transform_map: _TransformMap) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The batch op that transforms each image with `transform_map` of its amount."""
+    return lambda images, amounts: _transform(images, transform_map(amounts))
+
+
+def shear_x(image: tf.Tensor, shear: tf.Tensor | float) -> tf.Tensor:
     """Shear horizontally: input x = x + shear * y."""
-    return _transform(image, [1.0, shear, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    return _on_batch(_mapped(_shear_x_map), image, shear)
 
 
-def shear_y(image: tf.Tensor, shear: tf.Tensor) -> tf.Tensor:
+def shear_y(image: tf.Tensor, shear: tf.Tensor | float) -> tf.Tensor:
     """Shear vertically: input y = y + shear * x."""
-    return _transform(image, [1.0, 0.0, 0.0, shear, 1.0, 0.0, 0.0, 0.0])
+    return _on_batch(_mapped(_shear_y_map), image, shear)
 
 
-def translate_x(image: tf.Tensor, pixels: tf.Tensor) -> tf.Tensor:
+def translate_x(image: tf.Tensor, pixels: tf.Tensor | float) -> tf.Tensor:
     """Shift the content left by `pixels` (right when negative)."""
-    return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
+    return _on_batch(_mapped(_translate_x_map), image, pixels)
 
 
-def translate_y(image: tf.Tensor, pixels: tf.Tensor) -> tf.Tensor:
+def translate_y(image: tf.Tensor, pixels: tf.Tensor | float) -> tf.Tensor:
     """Shift the content up by `pixels` (down when negative)."""
-    return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
+    return _on_batch(_mapped(_translate_y_map), image, pixels)
 
 
 # ------------------------------------------------------------ levels -> op arguments
@@ -265,85 +457,159 @@ def _enhance_factor(level: tf.Tensor) -> tf.Tensor:
     return _scaled(level, 1.8) + 0.1
 
 
-def _level_op(op: Callable[[tf.Tensor], tf.Tensor]) -> OpFn:
-    """Adapt an op that ignores the level (AutoContrast, Equalize, Invert) to OpFn."""
-    def apply(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
-        del level, seed, params
-        return op(image)
+# Batch form of an OpFn: images [B, H, W, 3], levels [B], one seed [2], params.
+_BatchOpFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, OpParams], tf.Tensor]
+
+
+def _level_op(op: Callable[[tf.Tensor], tf.Tensor]) -> _BatchOpFn:
+    """Adapt an op that ignores the level (AutoContrast, Equalize, Invert)."""
+    def apply(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+        del levels, seed, params
+        return op(images)
     return apply
 
 
-def _enhance_op(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> OpFn:
-    """Adapt an enhancement op (Color, Contrast, Brightness, Sharpness) to OpFn."""
-    def apply(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+def _enhance_op(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> _BatchOpFn:
+    """Adapt an enhancement op (Color, Contrast, Brightness, Sharpness)."""
+    def apply(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
         del seed, params
-        return op(image, _enhance_factor(level))
+        return op(images, _enhance_factor(levels))
     return apply
 
 
-def _rotate_op(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+def _rotate_op(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
     """Rotate up to 30 degrees with a random sign."""
     del params
-    return rotate(image, _random_sign(_scaled(level, 30.0), seed))
+    return _rotate(images, _random_signs(_scaled(levels, 30.0), seed))
 
 
-def _shear_op(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> OpFn:
+def _shear_op(transform_map: _TransformMap) -> _BatchOpFn:
     """Adapt ShearX/ShearY: shear up to 0.3 with a random sign."""
-    def apply(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+    def apply(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
         del params
-        return op(image, _random_sign(_scaled(level, 0.3), seed))
+        return _transform(images, transform_map(_random_signs(_scaled(levels, 0.3), seed)))
     return apply
 
 
-def _translate_op(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> OpFn:
+def _translate_op(transform_map: _TransformMap) -> _BatchOpFn:
     """Adapt TranslateX/TranslateY: up to translate_const pixels with a random sign."""
-    def apply(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
-        return op(image, _random_sign(_scaled(level, params.translate_const), seed))
+    def apply(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+        return _transform(images, transform_map(_random_signs(_scaled(levels, params.translate_const), seed)))
     return apply
 
 
-def _posterize_op(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+def _posterize_op(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
     """Posterize to int(level / 10 * 4) bits (at least 1, see `posterize`)."""
     del seed, params
-    return posterize(image, _scaled_int(level, 4.0))
+    return _posterize(images, _scaled_int(levels, 4.0))
 
 
-def _solarize_op(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+def _solarize_op(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
     """Solarize above a threshold of up to 256 (level 10 leaves the image unchanged)."""
     del seed, params
-    return solarize(image, _scaled_int(level, 256.0))
+    return _solarize(images, _scaled_int(levels, 256.0))
 
 
-def _solarize_add_op(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+def _solarize_add_op(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
     """Brighten the dark half (< 128) by up to 110."""
     del seed, params
-    return solarize_add(image, _scaled_int(level, 110.0))
+    return _solarize_add(images, _scaled_int(levels, 110.0), threshold=128)
 
 
-def _cutout_op(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+def _cutout_op(images: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
     """Cutout with a half-side of up to cutout_const pixels."""
-    return cutout(image, _scaled_int(level, params.cutout_const), seed)
+    return _cutout_at(images, _scaled_int(levels, params.cutout_const), *_random_centers(images, seed))
 
 
-# Every op of the reference, by its reference name, as fn(image, level, seed, params).
-OPS: Mapping[str, OpFn] = {
-    "AutoContrast": _level_op(autocontrast),
-    "Equalize": _level_op(equalize),
+# Every op of the reference, by its reference name, in batch form.
+_BATCH_OPS: Mapping[str, _BatchOpFn] = {
+    "AutoContrast": _level_op(_autocontrast),
+    "Equalize": _level_op(_equalize),
     "Invert": _level_op(invert),
     "Rotate": _rotate_op,
     "Posterize": _posterize_op,
     "Solarize": _solarize_op,
     "SolarizeAdd": _solarize_add_op,
-    "Color": _enhance_op(color),
-    "Contrast": _enhance_op(contrast),
-    "Brightness": _enhance_op(brightness),
-    "Sharpness": _enhance_op(sharpness),
-    "ShearX": _shear_op(shear_x),
-    "ShearY": _shear_op(shear_y),
-    "TranslateX": _translate_op(translate_x),
-    "TranslateY": _translate_op(translate_y),
+    "Color": _enhance_op(_color),
+    "Contrast": _enhance_op(_contrast),
+    "Brightness": _enhance_op(_brightness),
+    "Sharpness": _enhance_op(_sharpness),
+    "ShearX": _shear_op(_shear_x_map),
+    "ShearY": _shear_op(_shear_y_map),
+    "TranslateX": _translate_op(_translate_x_map),
+    "TranslateY": _translate_op(_translate_y_map),
     "Cutout": _cutout_op,
 }
+
+
+def _batch_or_single(op: _BatchOpFn) -> OpFn:
+    """Let a batch op also take one [H, W, 3] image with a scalar level (a batch of one)."""
+    def apply(image: tf.Tensor, level: tf.Tensor, seed: tf.Tensor, params: OpParams) -> tf.Tensor:
+        seed = tf.cast(seed, tf.int64)
+        return _on_batch(lambda images, levels: op(images, levels, seed, params), image, level)
+    return apply
+
+
+# Every op of the reference, by its reference name, as fn(images, levels, seed, params).
+OPS: Mapping[str, OpFn] = {name: _batch_or_single(op) for name, op in _BATCH_OPS.items()}
+# Op number i > 0 is the (i-1)-th op of OPS; 0 is identity.
+_OP_NUMBERS: Mapping[str, int] = {name: number for number, name in enumerate(OPS, start=1)}
+
+
+# ------------------------------------------------------------------------- op dispatch
+
+def _apply_op_at(image: tf.Tensor, index: tf.Tensor, level: tf.Tensor, seed: tf.Tensor,
+                 params: OpParams) -> tf.Tensor:
+    """Apply to one image the op chosen by a scalar tensor index (0 identity, see _OP_NUMBERS).
+
+    One switch over all ops keeps the graph small (a few seconds less to trace) no matter
+    how many (op, level) combinations a policy lists, and runs only the chosen op.
+    """
+    images, levels = image[None], tf.reshape(level, [1])
+
+    def branch(op: _BatchOpFn) -> Callable[[], tf.Tensor]:
+        return lambda: op(images, levels, seed, params)[0]
+
+    branches = [lambda: image] + [branch(op) for op in _BATCH_OPS.values()]
+    return tf.ensure_shape(tf.switch_case(index, branches), image.shape)
+
+
+def _apply_ops_grouped(images: tf.Tensor, indices: tf.Tensor, levels: tf.Tensor, seed: tf.Tensor,
+                       params: OpParams, candidates: Sequence[int]) -> tf.Tensor:
+    """Apply to every image of a batch the op its [B] index chooses (0 identity, see _OP_NUMBERS).
+
+    The batch is partitioned by op, each candidate op runs once on its (possibly empty)
+    group, and the groups are stitched back in order: every pixel goes through one op only.
+    Indices outside `candidates` (ops the caller knows cannot be drawn) act as identity.
+    Each op draws from `seed` folded with its number, so groups draw independently.
+    """
+    group_of = [0] * (len(_BATCH_OPS) + 1)
+    for group, number in enumerate(candidates, start=1):
+        group_of[number] = group
+    groups = tf.gather(tf.constant(group_of, tf.int32), indices)
+    num_groups = len(candidates) + 1
+    positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), groups, num_groups)
+    image_groups = tf.dynamic_partition(images, groups, num_groups)
+    level_groups = tf.dynamic_partition(levels, groups, num_groups)
+    ops = list(_BATCH_OPS.values())
+    outputs = [image_groups[0]]
+    for group, number in enumerate(candidates, start=1):
+        op_seed = tf.random.experimental.stateless_fold_in(seed, tf.constant(number, tf.int64))
+        outputs.append(ops[number - 1](image_groups[group], level_groups[group], op_seed, params))
+    return tf.ensure_shape(tf.dynamic_stitch(positions, outputs), images.shape)
+
+
+# The augmenters use no Python control flow on tensors, so AutoGraph has nothing to convert;
+# skipping its source transformation of every op they call makes tracing them several times faster.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
+
+def _check_batch(images: tf.Tensor) -> tf.Tensor:
+    """`images` as a uint8 tensor of rank 4, or a clear error."""
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or images.dtype != tf.uint8:
+        raise ValueError(f"expected uint8 images [B, H, W, 3], got {images.dtype.name} {images.shape}")
+    return images
 
 
 # --------------------------------------------------------------------- AutoAugment
@@ -383,22 +649,14 @@ POLICIES: Mapping[str, tuple[SubPolicy, ...]] = {
 }
 
 
-def _apply_op_at(image: tf.Tensor, index: tf.Tensor, level: tf.Tensor, seed: tf.Tensor,
-                 params: OpParams) -> tf.Tensor:
-    """Apply the op chosen by a tensor index: 0 is identity, i > 0 is the (i-1)-th op of OPS.
-
-    One switch over all ops keeps the graph small (a few seconds less to trace) no matter
-    how many (op, level) combinations a policy lists.
-    """
-    branches = [functools.partial(tf.identity, image)]
-    branches += [functools.partial(op, image, level, seed, params) for op in OPS.values()]
-    return tf.ensure_shape(tf.switch_case(index, branches), image.shape)
-
-
 class AutoAugment:
     """AutoAugment with a fixed policy: one random sub-policy per image (reference v0 by default).
 
     Each of the sub-policy's steps then applies its op at its level with its probability.
+    `__call__` augments one image, running only the drawn op of each step; `apply_batch`
+    augments a batch, each image with its own draws. Both are pure functions of (input,
+    seed) but draw differently, so a seed gives an image different augmentations on the two
+    paths (also for a batch of one).
     """
 
     def __init__(self, policy: str = "v0", cutout_const: float = 100, translate_const: float = 250) -> None:
@@ -406,19 +664,29 @@ class AutoAugment:
             raise ValueError(f"unknown AutoAugment policy {policy!r}; valid: {', '.join(sorted(POLICIES))}")
         self.policy = POLICIES[policy]
         self.params = OpParams(cutout_const=float(cutout_const), translate_const=float(translate_const))
-        op_numbers = {name: number for number, name in enumerate(OPS, start=1)}
         # [sub-policies, steps] tables, so the chosen sub-policy is a gather, not a graph branch.
-        self._op_numbers = [[op_numbers[name] for name, _, _ in sub] for sub in self.policy]
+        self._op_numbers = [[_OP_NUMBERS[name] for name, _, _ in sub] for sub in self.policy]
         self._probs = [[prob for _, prob, _ in sub] for sub in self.policy]
         self._levels = [[level for _, _, level in sub] for sub in self.policy]
+        # Per step, the ops that step can apply: apply_batch runs only these.
+        self._step_candidates = [
+            sorted({_OP_NUMBERS[sub[step][0]] for sub in self.policy if sub[step][1] > 0})
+            for step in range(len(self.policy[0]))]
 
-    def __call__(self, image: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
-        """Augment one uint8 [H, W, 3] image; with a [2] int seed the result is a function of (image, seed)."""
+    def _draw(self, shape: tf.Tensor | list[int], seed: tf.Tensor | None
+              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """Per image (`shape` [] or [B]): op numbers, probabilities, levels ([..., steps]) and one seed per step."""
         choice_seed, *step_seeds = _split(_seed_or_random(seed), 1 + len(self._op_numbers[0]))
-        chosen = tf.random.stateless_uniform([], choice_seed, maxval=len(self.policy), dtype=tf.int32)
+        chosen = tf.random.stateless_uniform(shape, choice_seed, maxval=len(self.policy), dtype=tf.int32)
         op_numbers = tf.gather(tf.constant(self._op_numbers, tf.int32), chosen)
         probs = tf.gather(tf.constant(self._probs, tf.float32), chosen)
         levels = tf.gather(tf.constant(self._levels, tf.float32), chosen)
+        return op_numbers, probs, levels, step_seeds
+
+    @_no_autograph
+    def __call__(self, image: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """Augment one uint8 [H, W, 3] image; with a [2] int seed the result is a function of (image, seed)."""
+        op_numbers, probs, levels, step_seeds = self._draw([], seed)
         for step, step_seed in enumerate(step_seeds):
             gate_seed, op_seed = _split(step_seed, 2)
             applied = tf.random.stateless_uniform([], gate_seed) < probs[step]
@@ -426,11 +694,32 @@ class AutoAugment:
             image = _apply_op_at(image, index, levels[step], op_seed, self.params)
         return image
 
+    @_no_autograph
+    def apply_batch(self, images: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """Augment a uint8 [B, H, W, 3] batch (B may be unknown), each image with its own sub-policy and gates.
+
+        With a [2] int seed the result is a function of (images, seed).
+        """
+        images = _check_batch(images)
+        op_numbers, probs, levels, step_seeds = self._draw(tf.shape(images)[:1], seed)
+        for step, step_seed in enumerate(step_seeds):
+            gate_seed, op_seed = _split(step_seed, 2)
+            applied = tf.random.stateless_uniform(tf.shape(images)[:1], gate_seed) < probs[:, step]
+            indices = tf.where(applied, op_numbers[:, step], 0)
+            images = _apply_ops_grouped(images, indices, levels[:, step], op_seed, self.params,
+                                        self._step_candidates[step])
+        return images
+
 
 # ---------------------------------------------------------------------- RandAugment
 
 class RandAugment:
-    """RandAugment: `num_layers` times, one of the 16 ops or identity, uniformly, at one magnitude."""
+    """RandAugment: `num_layers` times, one of the 16 ops or identity, uniformly, at one magnitude.
+
+    `__call__` augments one image, `apply_batch` a batch (each image drawing its own ops);
+    both are pure functions of (input, magnitude, seed), but they draw differently, as in
+    AutoAugment.
+    """
 
     def __init__(self, num_layers: int = 2, magnitude: float = 10.0, cutout_const: float = 40,
                  translate_const: float = 100) -> None:
@@ -440,6 +729,11 @@ class RandAugment:
         self.magnitude = magnitude
         self.params = OpParams(cutout_const=float(cutout_const), translate_const=float(translate_const))
 
+    def _level(self, magnitude: float | tf.Tensor | None) -> tf.Tensor:
+        """The level of every op: `magnitude`, or the constructor's when None."""
+        return tf.cast(self.magnitude if magnitude is None else magnitude, tf.float32)
+
+    @_no_autograph
     def __call__(self, image: tf.Tensor, magnitude: float | tf.Tensor | None = None,
                  seed: tf.Tensor | None = None) -> tf.Tensor:
         """Augment one uint8 [H, W, 3] image.
@@ -447,12 +741,28 @@ class RandAugment:
         `magnitude` (python float or scalar tensor) overrides the constructor's, so a
         progressive schedule can change it per stage without rebuilding the pipeline.
         """
-        level = tf.cast(self.magnitude if magnitude is None else magnitude, tf.float32)
+        level = self._level(magnitude)
         for layer_seed in _split(_seed_or_random(seed), self.num_layers):
             choice_seed, op_seed = _split(layer_seed, 2)
             index = tf.random.stateless_uniform([], choice_seed, maxval=len(OPS) + 1, dtype=tf.int32)
             image = _apply_op_at(image, index, level, op_seed, self.params)
         return image
+
+    @_no_autograph
+    def apply_batch(self, images: tf.Tensor, seed: tf.Tensor | None = None,
+                    magnitude: float | tf.Tensor | None = None) -> tf.Tensor:
+        """Augment a uint8 [B, H, W, 3] batch (B may be unknown), each image with its own ops.
+
+        `magnitude` is a scalar for the whole batch, as in `__call__`.
+        """
+        images = _check_batch(images)
+        batch = tf.shape(images)[:1]
+        levels = tf.broadcast_to(self._level(magnitude), batch)
+        for layer_seed in _split(_seed_or_random(seed), self.num_layers):
+            choice_seed, op_seed = _split(layer_seed, 2)
+            indices = tf.random.stateless_uniform(batch, choice_seed, maxval=len(OPS) + 1, dtype=tf.int32)
+            images = _apply_ops_grouped(images, indices, levels, op_seed, self.params, range(1, len(OPS) + 1))
+        return images
 
 
 # -------------------------------------------------------------------- batch mixing
