@@ -15,19 +15,18 @@ _hvd = None  # the horovod.tensorflow module once initialised with more than one
 
 
 def _want_horovod() -> bool:
-    """Horovod is used when a launcher started several ranks (horovodrun, our Slurm task)."""
+    """Horovod is used when a launcher started several ranks (horovodrun, mpirun, a scheduler task)."""
     size = os.environ.get("HOROVOD_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE")
     return size is not None and int(size) > 1
 
 
-def init(force: bool | None = None) -> None:
+def init() -> None:
     """Initialise Horovod if this process is one of several ranks; else stay single-process.
 
     Pins one GPU per process by local rank when GPUs are visible.
     """
     global _hvd
-    use = _want_horovod() if force is None else force
-    if use:
+    if _want_horovod():
         try:
             import horovod.tensorflow as hvd
         except ImportError as err:
@@ -64,16 +63,12 @@ def local_rank() -> int:
     return int(os.environ.get("HOROVOD_LOCAL_RANK", os.environ.get("LOCAL_RANK", 0)))
 
 
-def local_size() -> int:
-    return _hvd.local_size() if _hvd else 1
-
-
 def backing(variables: Sequence) -> list[tf.Variable]:
     """The tf.Variable behind each Keras 3 variable (tf.Variables pass through)."""
     return [v if isinstance(v, tf.Variable) else v.value for v in variables]
 
 
-def allreduce_gradients(grads: Sequence[tf.Tensor | None], compression_fp16: bool = False) -> list:
+def allreduce_gradients(grads: Sequence[tf.Tensor | None]) -> list:
     """Average gradients across ranks in one grouped collective. Identity when single-process."""
     if not _hvd:
         return list(grads)
@@ -81,8 +76,6 @@ def allreduce_gradients(grads: Sequence[tf.Tensor | None], compression_fp16: boo
     tensors = [grads[i] for i in present]
     dtypes = [t.dtype for t in tensors]
     tensors = [tf.cast(t, tf.float32) if t.dtype == tf.bfloat16 else t for t in tensors]
-    if compression_fp16:
-        tensors = [tf.cast(t, tf.float16) if t.dtype == tf.float32 else t for t in tensors]
     reduced = _hvd.grouped_allreduce(tensors, op=_hvd.Average)
     out = list(grads)
     for i, r, d in zip(present, reduced, dtypes):
@@ -114,12 +107,6 @@ def broadcast_variables(variables: Sequence, root_rank: int = 0) -> None:
         _hvd.broadcast_variables(plain, root_rank=root_rank)
     for i, v in enumerate(v for v in tf_vars if v.dtype == tf.bfloat16):
         v.assign(tf.cast(_hvd.broadcast(tf.cast(v, tf.float32), root_rank, name=f"bcast_bf16_{i}"), tf.bfloat16))
-
-
-def broadcast_object(obj, root_rank: int = 0):
-    if not _hvd:
-        return obj
-    return _hvd.broadcast_object(obj, root_rank=root_rank)
 
 
 def allgather(value: tf.Tensor) -> tf.Tensor:
