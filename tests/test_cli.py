@@ -32,7 +32,7 @@ def test_summary_b4(cli):
     (["--mode", "summary", "--mparams", "dropout=0.1"], "--mparams: unknown key 'dropout'; valid keys:"),
     (["--mode", "summary", "--mparams", "num_classes=abc"], "--mparams num_classes: expected int, got 'abc'"),
     (["--mode", "summary", "--cfg", "no/such/b0_cfg.py"], "--cfg no/such/b0_cfg.py: no such file"),
-    (["--mode", "train_everything"], "--mode: 'train_everything' is not one of summary, benchmark"),
+    (["--mode", "train_everything"], "--mode: 'train_everything' is not one of train_and_eval, train, eval, predict"),
     (["--mode", "summary", "--bogus_flag", "1"], "unknown flag(s) --bogus_flag"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, args, message):
