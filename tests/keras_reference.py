@@ -2,8 +2,8 @@
 
 Both implementations name their weighted layers `stem_*`, `block{N}{x}_*`, `top_*` and
 `predictions`, so a copy is a name lookup. keras.applications normalises with a
-`Normalization` layer (7 parameters: mean 3, variance 3, count 1) that we set to the
-ImageNet statistics, so both models see the same normalised input.
+`Normalization` layer (7 parameters: mean 3, variance 3, count 1) left at the identity; it
+gets the ImageNet normalisation by being fed pre-normalised images (see `reference_input`).
 """
 from __future__ import annotations
 
@@ -41,13 +41,17 @@ def randomise_weights(model: keras.Model, seed: int) -> None:
                                rng.normal(0, 0.5, bias.shape).astype(np.float32)])
 
 
-def set_imagenet_normalization(model: keras.Model) -> None:
-    """Make keras.applications' Normalization compute (x/255 - mean) / std."""
-    layer = next(l for l in model.layers if isinstance(l, keras.layers.Normalization))
-    mean = np.asarray(IMAGENET_MEAN_RGB, np.float32) / 255.0
-    std = np.asarray(IMAGENET_STD_RGB, np.float32) / 255.0
-    layer.set_weights([mean, std ** 2, np.asarray(1, np.int64)])
-    layer.finalize_state()  # the layer computes with copies of its adapt variables made here
+def reference_input(images: np.ndarray) -> np.ndarray:
+    """What keras.applications must be fed to see our normalised input.
+
+    Its unadapted Normalization layer is the identity and its Rescaling divides by 255, so we
+    feed (x - mean) / std * 255, computed in float64: the layer's own mean/variance variables
+    would round the ImageNet constants to float32, which alone shifts B7's logits by ~1e-4.
+    """
+    mean = np.asarray(IMAGENET_MEAN_RGB, np.float64)
+    std = np.asarray(IMAGENET_STD_RGB, np.float64)
+    dtype = np.dtype(keras.mixed_precision.global_policy().compute_dtype)
+    return ((images.astype(np.float64) - mean) / std * 255.0).astype(dtype)
 
 
 def copy_weights(src: keras.Model, dst: keras.Model) -> int:
