@@ -68,6 +68,15 @@ def open_data(cfg: TrainConfig, model_cfg: ModelConfig, train: bool, eval: bool)
         min_crop_area=cfg.min_crop_area, crop_padding=cfg.crop_padding))
 
 
+def evaluate_raw_and_ema(infer, ema: ExponentialMovingAverage | None, eval_dataset, **extra) -> list[dict]:
+    """Evaluate the raw weights and, with EMA, the averaged ones; `eval_dataset()` makes a fresh pass."""
+    results = [{"comment": "eval using original weights", **extra, **evaluate(infer, eval_dataset())}]
+    if ema is not None:
+        with ema.swapped():
+            results.append({"comment": "eval using EMA weights", **extra, **evaluate(infer, eval_dataset())})
+    return results
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, logger: DLLogger, with_eval: bool) -> None:
         self.cfg = cfg
@@ -183,14 +192,7 @@ class Trainer:
         return rates
 
     def evaluate_both(self, image_size: int) -> list[dict]:
-        """Evaluate the raw weights and, with EMA, the averaged ones."""
-        results = [{"comment": "eval using original weights",
-                    **evaluate(self.infer, self.data.eval(image_size, self.cfg.eval_batch_size))}]
-        if self.ema is not None:
-            with self.ema.swapped():
-                results.append({"comment": "eval using EMA weights",
-                                **evaluate(self.infer, self.data.eval(image_size, self.cfg.eval_batch_size))})
-        return results
+        return evaluate_raw_and_ema(self.infer, self.ema, lambda: self.data.eval(image_size, self.cfg.eval_batch_size))
 
     def _log_eval(self, epoch: int, results: list[dict]) -> None:
         for result in results:
@@ -290,12 +292,8 @@ def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, logger: DLLogg
     data = open_data(cfg, model_cfg, train=False, eval=True)
     model, ema, path = restore_for_inference(cfg, model_cfg)
     infer = make_inference_fn(model, cfg.use_xla)
-    results = [{"comment": "eval using original weights", "checkpoint": path or "random weights",
-                **evaluate(infer, data.eval(cfg.eval_img_size, cfg.eval_batch_size))}]
-    if ema is not None:
-        with ema.swapped():
-            results.append({"comment": "eval using EMA weights", "checkpoint": path or "random weights",
-                            **evaluate(infer, data.eval(cfg.eval_img_size, cfg.eval_batch_size))})
+    results = evaluate_raw_and_ema(infer, ema, lambda: data.eval(cfg.eval_img_size, cfg.eval_batch_size),
+                                   checkpoint=path or "random weights")
     for result in results:
         logger.log((), result)
     return results
