@@ -16,8 +16,10 @@ from effnet.config.train import TrainConfig
 EXIT_BAD_INPUT = 2
 
 
-def run(config: TrainConfig) -> None:
-    """Dispatch one run; heavy imports happen here so `--help` stays fast."""
+def run(config: TrainConfig) -> dict | None:
+    """Dispatch one run; returns the training summary in train modes.
+
+    Heavy imports happen here so `--help` stays fast."""
     # Imported late: TensorFlow takes seconds to import and is not needed to parse flags.
     from effnet.config.model import apply_mparams, load_model_config
 
@@ -26,7 +28,7 @@ def run(config: TrainConfig) -> None:
         from effnet.summary import summary_text
 
         print(summary_text(model_cfg))
-        return
+        return None
 
     from effnet import dist
     from effnet.log import DLLogger
@@ -57,7 +59,7 @@ def run(config: TrainConfig) -> None:
         elif config.mode in ("train", "train_and_eval"):
             from effnet.train.loop import Trainer
 
-            Trainer(config, model_cfg, logger, with_eval=config.mode == "train_and_eval").fit()
+            return Trainer(config, model_cfg, logger, with_eval=config.mode == "train_and_eval").fit()
         elif config.mode == "eval":
             from effnet.train.loop import evaluate_checkpoint
 
@@ -66,6 +68,7 @@ def run(config: TrainConfig) -> None:
             from effnet.predict import run_predict
 
             run_predict(config, model_cfg, logger)
+    return None
 
 
 def _help_text() -> str:

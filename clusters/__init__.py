@@ -1,0 +1,1 @@
+"""Cluster profiles as data files (`<name>.toml`); `jobs.profile` loads and validates them."""

@@ -1,0 +1,157 @@
+"""From (profile, recipe, nodes) to a job: the JobSpec, the sbatch text, and the submitit executor.
+
+`prepare()` does every check and builds everything a submission needs without touching the
+cluster, so `--dry-run` prints exactly the script a real submission hands to sbatch.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from effnet.config.errors import ConfigError
+from jobs.paths import PROJECT_ROOT, ExperimentPaths
+from jobs.profile import ClusterProfile
+from jobs.recipes import Recipe, ResolvedRecipe, resolve
+from jobs.render import JobSpec, render_sbatch
+
+SUBMITIT_COMMAND = ("-u", "-m", "submitit.core._submit")
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    profile: ClusterProfile
+    resolved: ResolvedRecipe
+    paths: ExperimentPaths
+    spec: JobSpec
+    python: str
+
+    @property
+    def command(self) -> list[str]:
+        return [self.python, *SUBMITIT_COMMAND, str(self.paths.submitit_dir)]
+
+    def sbatch_text(self) -> str:
+        return render_sbatch(self.spec, self.command)
+
+
+def host_path(path: str) -> str:
+    """Profile paths without a container are relative to the project checkout."""
+    if not path:
+        return ""
+    return path if Path(path).is_absolute() else str(PROJECT_ROOT / path)
+
+
+def job_header(resolved: ResolvedRecipe, profile: ClusterProfile, nodes_text: str) -> tuple[str, ...]:
+    lines = [f"effnet-slurm: recipe {resolved.recipe} on cluster {profile.name}, {nodes_text} x "
+             f"{profile.tasks_per_node} rank(s) per node",
+             f"global batch {resolved.global_batch}, peak lr {resolved.peak_lr:g}, launch {profile.launch}"]
+    for s in resolved.stages:
+        lines.append(f"stage {s['index'] + 1}: epochs {s['first_epoch']}-{s['last_epoch'] - 1} at "
+                     f"{s['image_size']} px, mixup {s['mixup_alpha']:g}, cutmix {s['cutmix_alpha']:g}, "
+                     f"randaug magnitude {s['raug_magnitude']:g}")
+    return tuple(lines)
+
+
+def job_env(profile: ClusterProfile) -> dict[str, str]:
+    # submitit's task code identifies the scheduler by this variable.
+    env = {"SUBMITIT_EXECUTOR": "slurm"} if profile.executor == "slurm" else {}
+    env.update(profile.env)
+    if not profile.uses_container:
+        # The rank task imports this checkout's `jobs` and `effnet` packages.
+        env.setdefault("PYTHONPATH", host_path(profile.workdir) or str(PROJECT_ROOT))
+    return env
+
+
+def container_mounts(profile: ClusterProfile, experiments_root: Path) -> tuple[str, ...]:
+    """The profile's mounts plus the experiments directory at the same path inside and out, so the
+    pickles, logs and model_dir have one name on the host and in the container."""
+    if not profile.uses_container:
+        return ()
+    own = f"{experiments_root}:{experiments_root}"
+    return tuple(profile.container_mounts) + ((own,) if own not in profile.container_mounts else ())
+
+
+def build_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: ExperimentPaths | None,
+               nodes: int | None, time_limit_min: int | None, job_name: str, header: tuple[str, ...],
+               experiments_root: Path) -> JobSpec:
+    return JobSpec(
+        job_name=job_name, nodes=nodes, tasks_per_node=profile.tasks_per_node, cpus_per_task=profile.cpus_per_task,
+        gpus_per_node=profile.gpus_per_node, mem_per_node_gb=profile.mem_per_node_gb,
+        time_limit_min=time_limit_min, signal=profile.signal, signal_delay_s=profile.signal_delay_s,
+        max_requeues=profile.max_requeues, partition=profile.partition, account=profile.account, qos=profile.qos,
+        exclusive=profile.exclusive, launch=profile.launch, cpu_bind=profile.cpu_bind,
+        container_image=profile.container_image, container_mounts=container_mounts(profile, experiments_root),
+        container_workdir=profile.container_workdir,
+        batch_output=paths.batch_log_pattern("out") if paths else "",
+        batch_error=paths.batch_log_pattern("err") if paths else "",
+        task_output=paths.task_log_pattern("out") if paths else "",
+        task_error=paths.task_log_pattern("err") if paths else "",
+        env=job_env(profile), header=header)
+
+
+def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict[str, str] | None = None,
+            time_limit_min: int | None = None, name: str = "") -> PreparedJob:
+    if time_limit_min is not None and time_limit_min < 1:
+        raise ConfigError(f"--time {time_limit_min}: must be at least 1 minute")
+    name = name or f"{recipe.name}-{profile.name}-{nodes}n"
+    if not all(c.isalnum() or c in "._-" for c in name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    paths = ExperimentPaths.create(profile.experiments_dir, name)
+    data_dir = profile.data_dir if profile.uses_container else host_path(profile.data_dir)
+    resolved = resolve(recipe, profile, nodes, overrides, model_dir=str(paths.model_dir), data_dir=data_dir)
+    python = profile.python or sys.executable
+    spec = build_spec(profile, resolved, paths, nodes, time_limit_min or profile.time_limit_min,
+                      f"effnet-{recipe.name}", job_header(resolved, profile, f"{nodes} node(s)"),
+                      paths.root.parent)
+    return PreparedJob(profile, resolved, paths, spec, python)
+
+
+def _slurm_executor_class():
+    import submitit
+
+    class ProfileSlurmExecutor(submitit.SlurmExecutor):
+        """submitit's Slurm executor with our sbatch script (host-side requeue, Pyxis on srun)."""
+
+        def __init__(self, prepared: PreparedJob) -> None:
+            super().__init__(folder=prepared.paths.submitit_dir, python=shlex.quote(prepared.python))
+            self.prepared = prepared
+            spec = prepared.spec
+            # submitit reads these for the task count and the timeout bookkeeping only.
+            self.parameters = {"nodes": spec.nodes, "ntasks_per_node": spec.tasks_per_node,
+                               "time": spec.time_limit_min}
+
+        def _make_submission_file_text(self, command: str, uid: str) -> str:
+            return self.prepared.sbatch_text()
+
+    return ProfileSlurmExecutor
+
+
+def make_executor(prepared: PreparedJob):
+    import submitit
+
+    if prepared.profile.executor == "slurm":
+        return _slurm_executor_class()(prepared)
+    executor = submitit.LocalExecutor(folder=prepared.paths.submitit_dir)
+    executor.update_parameters(nodes=1, tasks_per_node=prepared.profile.tasks_per_node,
+                               timeout_min=prepared.spec.time_limit_min)
+    # Local ranks inherit this process's environment.
+    os.environ.update(prepared.spec.env)
+    return executor
+
+
+def submit(prepared: PreparedJob):
+    """Submit the job; returns the submitit Job. Records it in the experiment's metadata."""
+    from jobs.task import RankTask
+
+    prepared.paths.model_dir.mkdir(parents=True, exist_ok=True)
+    prepared.paths.submitit_dir.mkdir(parents=True, exist_ok=True)
+    executor = make_executor(prepared)
+    job = executor.submit(RankTask(prepared.resolved.trainer_flags, prepared.profile.launch))
+    prepared.paths.record_submission({
+        "job_id": str(job.job_id), "executor": prepared.profile.executor, "recipe": prepared.resolved.recipe,
+        "cluster": prepared.profile.name, "nodes": prepared.resolved.nodes, "ranks": prepared.resolved.ranks,
+        "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trainer_flags": prepared.resolved.trainer_flags})
+    return job

@@ -1,0 +1,58 @@
+"""Follow submitted jobs: describe, wait for, and report on them; used by submit/status/logs/cancel.
+
+Jobs are found through the experiment directory (experiment.json lists every job id), so these
+work across requeues (same job id, logs appended) and across resubmissions (new ids).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from jobs.paths import ExperimentPaths
+
+
+def describe_submission(prepared, job) -> str:
+    paths = prepared.paths
+    return "\n".join([
+        f"submitted job {job.job_id}: {prepared.resolved.recipe} on {prepared.profile.name}, "
+        f"{prepared.resolved.nodes} node(s) x {prepared.profile.tasks_per_node} rank(s)",
+        f"  experiment: {paths.root}",
+        f"  trainer log: {paths.trainer_log}",
+        f"  task logs:   {paths.task_log(str(job.job_id), 0)} (and .err, one per rank)",
+        f"  follow with: python -m jobs.logs {paths.root}",
+    ])
+
+
+def results_table(paths: ExperimentPaths) -> str:
+    from tools.collect import ACCURACY_COLUMNS, CollectError, accuracy_rows, format_table, read_log
+
+    try:
+        return format_table(accuracy_rows([read_log(paths.root)]), ACCURACY_COLUMNS, "md")
+    except CollectError as err:
+        return f"(no results: {err})"
+
+
+def wait_and_report(paths: ExperimentPaths, job) -> int:
+    """Block until the job ends; print its results table. Exit status 0 only if every rank succeeded."""
+    try:
+        job.results()
+    except Exception as err:  # submitit raises its own job errors with the remote traceback
+        print(f"job {job.job_id} failed: {err}".rstrip(), file=sys.stderr)
+        print(f"  logs: {paths.task_log(str(job.job_id), 0)}", file=sys.stderr)
+        return 1
+    print(f"job {job.job_id} finished.")
+    print(results_table(paths))
+    return 0
+
+
+def sacct_attempts(job_id: str) -> list[dict]:
+    """One row per attempt of the job (requeues included), from accounting; [] if unavailable."""
+    fields = ("JobID", "State", "Start", "End", "Elapsed", "NodeList", "ExitCode")
+    try:
+        out = subprocess.run(["sacct", "-j", job_id, "-D", "-X", "--parsable2", "--noheader",
+                              "-o", ",".join(fields)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    return [dict(zip(fields, line.split("|"))) for line in out.stdout.splitlines() if line.strip()]

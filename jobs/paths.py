@@ -1,0 +1,79 @@
+"""Where everything of one experiment lives; the only place that builds these paths.
+
+An experiment is a directory that outlives its jobs: the trainer's `model_dir` (checkpoints,
+log.json) stays the same across requeues and resubmissions, so a job always resumes from it.
+
+    <experiments_dir>/<name>/
+        experiment.json      what was submitted: recipe, cluster, nodes, job ids
+        model/               the trainer's model_dir
+        submitit/            sbatch scripts, pickles and per-task logs (%j_%t_log.out/.err)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_EXPERIMENTS_DIR = PROJECT_ROOT / "runs" / "experiments"
+
+
+@dataclass(frozen=True)
+class ExperimentPaths:
+    root: Path  # <experiments_dir>/<name>, absolute
+
+    @classmethod
+    def create(cls, experiments_dir: str, name: str) -> "ExperimentPaths":
+        base = Path(experiments_dir) if experiments_dir else DEFAULT_EXPERIMENTS_DIR
+        if not base.is_absolute():
+            base = PROJECT_ROOT / base
+        return cls(base / name)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def submitit_dir(self) -> Path:
+        return self.root / "submitit"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "experiment.json"
+
+    @property
+    def trainer_log(self) -> Path:
+        return self.model_dir / "log.json"
+
+    def task_log(self, job_id: str, task: int, stream: str = "out") -> Path:
+        return self.submitit_dir / f"{job_id}_{task}_log.{stream}"
+
+    def task_log_pattern(self, stream: str = "out") -> str:
+        """The `%j_%t` pattern srun expands; the same names submitit reads back."""
+        return str(self.submitit_dir / f"%j_%t_log.{stream}")
+
+    def batch_log_pattern(self, stream: str = "out") -> str:
+        """The batch script's own output shares task 0's file, as submitit expects."""
+        return str(self.submitit_dir / f"%j_0_log.{stream}")
+
+    def read_metadata(self) -> dict:
+        if not self.metadata.is_file():
+            return {}
+        return json.loads(self.metadata.read_text())
+
+    def record_submission(self, info: dict) -> dict:
+        """Append one submission (job id and what it ran) to experiment.json, atomically."""
+        data = self.read_metadata()
+        data.setdefault("submissions", []).append(info)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.metadata.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.metadata)
+        return data
+
+    def job_ids(self) -> list[str]:
+        return [s["job_id"] for s in self.read_metadata().get("submissions", [])]

@@ -1,0 +1,178 @@
+"""Cluster profiles: what a cluster offers and how to launch on it, as validated data.
+
+A profile is a TOML file: one of the shipped `clusters/<name>.toml`, or any path a user passes to
+`--cluster`. Every field is checked at load time: an unknown field, a wrong type, an unknown
+choice or a value with shell metacharacters is a `ConfigError` naming the field and the valid
+options, so a bad profile never reaches `sbatch`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from effnet.config.coerce import coerce, field_types
+from effnet.config.errors import ConfigError
+
+CLUSTERS_DIR = Path(__file__).resolve().parents[1] / "clusters"
+DEFAULT_CLUSTER = "local"
+
+# Values that end up as words in the sbatch/srun text. They are shell-quoted when rendered anyway;
+# rejecting metacharacters here turns a typo or an injection into a clear error instead.
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+=/~\-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+GpuType = Literal["a100", "v100", "cpu"]
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    """One cluster. Paths named `*_dir` are as the trainer sees them (inside the container if any)."""
+
+    name: str
+    description: str = ""
+    executor: Literal["slurm", "local"] = "slurm"
+    launch: Literal["gloo", "pmix"] = "gloo"
+    gpu_type: GpuType = "cpu"
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    mem_per_node_gb: int = 0  # 0: all the node's memory (--mem=0)
+    max_nodes: int = 1
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    exclusive: bool = False
+    time_limit_min: int = 60
+    cpu_bind: str = ""
+    signal: Literal["USR1", "USR2", "TERM"] = "USR2"
+    signal_delay_s: int = 120
+    max_requeues: int = 5
+    container_image: str = ""
+    container_mounts: tuple[str, ...] = ()
+    container_workdir: str = ""
+    python: str = ""  # "" = the interpreter that submits (no container)
+    workdir: str = ""  # "" = this project's checkout (no container)
+    data_dir: str = ""
+    experiments_dir: str = ""  # on the host; "" = runs/experiments in the checkout
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_container(self) -> bool:
+        return bool(self.container_image)
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.tasks_per_node
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["container_mounts"] = list(self.container_mounts)
+        return out
+
+
+def valid_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(ClusterProfile)]
+
+
+def available_clusters() -> list[str]:
+    return sorted(p.stem for p in CLUSTERS_DIR.glob("*.toml"))
+
+
+def _check_word(where: str, key: str, value: str) -> None:
+    if not _SAFE_WORD.match(value):
+        bad = "".join(sorted({c for c in value if not _SAFE_WORD.match(c)}))
+        raise ConfigError(f"{where}: {key} {value!r} contains shell metacharacters or spaces ({bad!r}); "
+                          f"allowed are letters, digits and _.,:@%+=/~-")
+
+
+def from_mapping(data: dict, where: str) -> ClusterProfile:
+    """Validate a parsed TOML table into a profile; `where` names the source in errors."""
+    names = valid_fields()
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(names)}")
+    types = field_types(ClusterProfile)
+    values: dict = {}
+    for key, raw in data.items():
+        tp = types[key]
+        if key == "container_mounts":
+            if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
+                raise ConfigError(f"{where}: container_mounts: expected a list of 'SRC:DST[:FLAGS]' strings, got {raw!r}")
+            for mount in raw:
+                _check_word(where, "container_mounts entry", mount)
+                if len(mount.split(":")) not in (2, 3):
+                    raise ConfigError(f"{where}: container_mounts entry {mount!r} is not SRC:DST[:FLAGS]")
+            values[key] = tuple(raw)
+        elif key == "env":
+            if not isinstance(raw, dict) or not all(isinstance(v, (str, int, float)) for v in raw.values()):
+                raise ConfigError(f"{where}: env: expected a table of NAME = \"value\", got {raw!r}")
+            for name in raw:
+                if not _ENV_NAME.match(name):
+                    raise ConfigError(f"{where}: env: {name!r} is not a valid environment variable name")
+            # Values are free text (quoted when rendered): NCCL/UCX settings may contain anything.
+            values[key] = {k: str(v) for k, v in raw.items()}
+        else:
+            if isinstance(raw, (dict, list)):
+                raise ConfigError(f"{where}: {key}: expected {typing.get_args(tp) or getattr(tp, '__name__', tp)}, "
+                                  f"got {raw!r}")
+            if tp is int and isinstance(raw, bool) or tp is str and not isinstance(raw, str):
+                raise ConfigError(f"{where}: {key}: expected {getattr(tp, '__name__', tp)}, got {raw!r}")
+            if tp is int and not isinstance(raw, int):
+                raise ConfigError(f"{where}: {key}: expected int, got {raw!r}")
+            if tp is bool and not isinstance(raw, bool):
+                raise ConfigError(f"{where}: {key}: expected true or false, got {raw!r}")
+            try:
+                values[key] = coerce(key, raw, tp)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            if tp is str and key not in ("description",):
+                _check_word(where, key, values[key])
+    if "name" not in values:
+        raise ConfigError(f"{where}: the field 'name' is required")
+    profile = ClusterProfile(**values)
+    _check_consistency(profile, where)
+    return profile
+
+
+def _check_consistency(p: ClusterProfile, where: str) -> None:
+    for key in ("tasks_per_node", "cpus_per_task", "max_nodes", "time_limit_min"):
+        if getattr(p, key) < 1:
+            raise ConfigError(f"{where}: {key} must be >= 1, got {getattr(p, key)}")
+    for key in ("gpus_per_node", "mem_per_node_gb", "signal_delay_s", "max_requeues"):
+        if getattr(p, key) < 0:
+            raise ConfigError(f"{where}: {key} must be >= 0, got {getattr(p, key)}")
+    if p.gpu_type == "cpu" and p.gpus_per_node:
+        raise ConfigError(f"{where}: gpu_type is cpu but gpus_per_node is {p.gpus_per_node}")
+    if p.gpu_type != "cpu" and p.tasks_per_node != p.gpus_per_node:
+        raise ConfigError(f"{where}: one task per GPU: tasks_per_node ({p.tasks_per_node}) must equal "
+                          f"gpus_per_node ({p.gpus_per_node})")
+    if p.executor == "local" and (p.uses_container or p.launch != "gloo" or p.max_nodes != 1):
+        raise ConfigError(f"{where}: the local executor runs ranks as processes here: it needs launch = \"gloo\", "
+                          f"max_nodes = 1 and no container_image")
+    if p.uses_container and not (p.python and p.workdir):
+        raise ConfigError(f"{where}: with container_image, python and workdir must name paths inside the image")
+    if p.container_workdir and not p.uses_container:
+        raise ConfigError(f"{where}: container_workdir is set but container_image is not")
+
+
+def load_profile(name_or_path: str) -> ClusterProfile:
+    """A shipped profile by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        if not path.is_file():
+            raise ConfigError(f"cluster profile file {name_or_path} does not exist")
+    else:
+        path = CLUSTERS_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise ConfigError(f"unknown cluster {name_or_path!r}; available: {', '.join(available_clusters())} "
+                              f"(or pass a path to a profile .toml)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"cluster profile {path}: not valid TOML: {err}") from None
+    return from_mapping(data, f"cluster profile {path.name}")

@@ -1,0 +1,133 @@
+"""The sbatch script of a job, as a pure function of a `JobSpec` (checked against golden files).
+
+One script shape serves both `python -m jobs.submit` (whose command runs submitit's pickled rank
+task) and the raw `sbatch/*.sub` files (whose command runs `python -m jobs.task`):
+
+- `#SBATCH` lines: resources, `--signal` (delivered to the job steps, i.e. the trainer),
+  `--requeue` and `--open-mode=append`;
+- the environment, then one `srun` with the Pyxis container flags on the srun line (a
+  containerised batch script could not run srun or scontrol);
+- after srun, on the host: exit status 75 (the trainer checkpointed on the signal) requeues the
+  job while `SLURM_RESTART_COUNT` is under the cap. `scontrol` is missing inside containers,
+  which is why this cannot live in the task.
+
+Every value is shell-quoted, so a profile value can never run as a command.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+EXIT_REQUEUE = 75  # effnet.train.preemption.EXIT_REQUEUE; not imported, to keep TensorFlow out
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_name: str
+    nodes: int | None  # None: taken from `sbatch -N`
+    tasks_per_node: int
+    cpus_per_task: int
+    gpus_per_node: int
+    mem_per_node_gb: int
+    time_limit_min: int | None
+    signal: str
+    signal_delay_s: int
+    max_requeues: int
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    exclusive: bool = False
+    launch: str = "gloo"
+    cpu_bind: str = ""
+    container_image: str = ""
+    container_mounts: tuple[str, ...] = ()
+    container_workdir: str = ""
+    batch_output: str = ""
+    batch_error: str = ""
+    task_output: str = ""
+    task_error: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    header: tuple[str, ...] = ()  # comment lines describing the job
+
+
+def sbatch_directives(spec: JobSpec) -> list[tuple[str, str | None]]:
+    """(option, value) pairs in a fixed order; value None is a bare flag."""
+    out: list[tuple[str, str | None]] = [("job-name", spec.job_name)]
+    if spec.nodes is not None:
+        out.append(("nodes", str(spec.nodes)))
+    out += [("ntasks-per-node", str(spec.tasks_per_node)), ("cpus-per-task", str(spec.cpus_per_task))]
+    if spec.gpus_per_node:
+        out.append(("gpus-per-node", str(spec.gpus_per_node)))
+    out.append(("mem", f"{spec.mem_per_node_gb}G" if spec.mem_per_node_gb else "0"))
+    for key in ("partition", "account", "qos"):
+        if getattr(spec, key):
+            out.append((key, getattr(spec, key)))
+    if spec.exclusive:
+        out.append(("exclusive", None))
+    if spec.time_limit_min is not None:
+        out.append(("time", str(spec.time_limit_min)))
+    out += [("signal", f"{spec.signal}@{spec.signal_delay_s}"), ("requeue", None), ("open-mode", "append")]
+    if spec.batch_output:
+        out.append(("output", spec.batch_output))
+    if spec.batch_error:
+        out.append(("error", spec.batch_error))
+    return out
+
+
+def srun_words(spec: JobSpec) -> list[str]:
+    words = ["srun", "--unbuffered", "--open-mode=append"]
+    if spec.task_output:
+        words.append(f"--output={spec.task_output}")
+    if spec.task_error:
+        words.append(f"--error={spec.task_error}")
+    if spec.launch == "pmix":
+        words.append("--mpi=pmix")
+    if spec.cpu_bind:
+        words.append(f"--cpu-bind={spec.cpu_bind}")
+    if spec.container_image:
+        words.append(f"--container-image={spec.container_image}")
+        if spec.container_mounts:
+            words.append(f"--container-mounts={','.join(spec.container_mounts)}")
+        if spec.container_workdir:
+            words.append(f"--container-workdir={spec.container_workdir}")
+        words.append("--no-container-mount-home")
+    return words
+
+
+def _quote(word: str) -> str:
+    return shlex.quote(word)
+
+
+def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozenset[int] = frozenset()) -> str:
+    """The complete batch script. `command` words are quoted, except indexes in `raw_command_words`,
+    which the caller has built to expand Slurm variables (they go in double quotes)."""
+    lines = ["#!/bin/bash"]
+    lines += [f"# {line}" if line else "#" for line in spec.header]
+    lines += [f"#SBATCH --{k}" if v is None else f"#SBATCH --{k}={_quote(v)}" for k, v in sbatch_directives(spec)]
+    lines += ["", "set -u"]
+    for name, value in spec.env.items():
+        lines.append(f"export {name}={_quote(value)}")
+    lines += [
+        'restarts="${SLURM_RESTART_COUNT:-0}"',
+        'echo "effnet-slurm: job ${SLURM_JOB_ID} attempt $((restarts + 1)) on ${SLURM_JOB_NODELIST}"',
+        "",
+    ]
+    cmd = [f'"{w}"' if i in raw_command_words else _quote(w) for i, w in enumerate(command)]
+    srun = [_quote(w) for w in srun_words(spec)]
+    lines.append(" \\\n    ".join([" ".join(srun[:3]), *srun[3:], " ".join(cmd)]))
+    lines += [
+        "status=$?",
+        "",
+        f"# {EXIT_REQUEUE}: the trainer checkpointed on the preemption/time-limit signal. Requeue from the host.",
+        f'if [ "$status" -eq {EXIT_REQUEUE} ]; then',
+        f'  if [ "$restarts" -lt {spec.max_requeues} ]; then',
+        f'    echo "effnet-slurm: checkpointed on signal; requeue $((restarts + 1)) of {spec.max_requeues}"',
+        '    scontrol requeue "$SLURM_JOB_ID" || echo "effnet-slurm: scontrol requeue failed" >&2',
+        "    exit 0",
+        "  fi",
+        f'  echo "effnet-slurm: checkpointed on signal, but the limit of {spec.max_requeues} requeues is reached" >&2',
+        "fi",
+        'exit "$status"',
+        "",
+    ]
+    return "\n".join(lines)

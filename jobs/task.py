@@ -1,0 +1,182 @@
+"""The per-rank task: one process per GPU (or CPU rank) under srun or submitit's local executor.
+
+It turns the scheduler's view of the job (rank, node, node list, job id) into Horovod's, then
+runs the trainer in this process:
+
+- `gloo`: rank 0 hosts Horovod's rendezvous HTTP server on a port derived from the job id and
+  attempt, and the other ranks wait until it accepts connections before `hvd.init()` (Horovod's
+  own client gives up after 1.5 s);
+- `pmix`: srun --mpi=pmix started MPI ranks; Horovod initialises through MPI.
+
+The trainer pins the GPU by local rank. A checkpoint signal makes it save and exit with 75; a
+signal that arrives before the trainer is listening exits 75 at once (nothing to save yet), so
+the batch script requeues either way.
+
+    python -m jobs.task [--launch gloo|pmix] -- TRAINER FLAGS...   (what sbatch/*.sub run)
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+EXIT_REQUEUE = 75
+RENDEZVOUS_TIMEOUT_S = 300
+PORT_BASE, PORT_SPAN = 20000, 30000
+
+
+@dataclass(frozen=True)
+class RankLayout:
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    node: int
+    num_nodes: int
+    hostnames: tuple[str, ...]
+    job_id: str
+    restart: int
+
+
+def current_layout() -> RankLayout:
+    """This process's place in the job, from submitit's environment (Slurm or local executor)."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    hostnames = tuple(env.hostnames) or (socket.gethostname(),)
+    return RankLayout(rank=env.global_rank, size=env.num_tasks, local_rank=env.local_rank,
+                      local_size=max(1, env.num_tasks // max(1, env.num_nodes)), node=env.node,
+                      num_nodes=env.num_nodes, hostnames=hostnames, job_id=str(env.job_id),
+                      restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
+
+
+def rendezvous_port(job_id: str, restart: int) -> int:
+    """Same on every rank of an attempt, different across attempts (no TIME_WAIT clash on requeue)."""
+    digits = int("".join(c for c in job_id if c.isdigit()) or "0")
+    return PORT_BASE + (digits * 7919 + restart * 104729) % PORT_SPAN
+
+
+def horovod_gloo_env(layout: RankLayout, environ: dict[str, str]) -> dict[str, str]:
+    """The HOROVOD_* variables horovodrun would set for this rank."""
+    addr = environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR") or layout.hostnames[0]
+    port = environ.get("HOROVOD_GLOO_RENDEZVOUS_PORT") or str(rendezvous_port(layout.job_id, layout.restart))
+    return {
+        "HOROVOD_RANK": str(layout.rank), "HOROVOD_SIZE": str(layout.size),
+        "HOROVOD_LOCAL_RANK": str(layout.local_rank), "HOROVOD_LOCAL_SIZE": str(layout.local_size),
+        "HOROVOD_CROSS_RANK": str(layout.node), "HOROVOD_CROSS_SIZE": str(layout.num_nodes),
+        # Only names the node-local Gloo scope: equal within a node, different across nodes.
+        "HOROVOD_HOSTNAME": layout.hostnames[min(layout.node, len(layout.hostnames) - 1)],
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": addr, "HOROVOD_GLOO_RENDEZVOUS_PORT": port,
+        "HOROVOD_CONTROLLER": "gloo", "HOROVOD_CPU_OPERATIONS": "gloo",
+    }
+
+
+def host_assignments(layout: RankLayout) -> str:
+    """horovodrun's host string for a block-distributed allocation: 'node1:2,node2:2'."""
+    return ",".join(f"{host}:{layout.local_size}" for host in layout.hostnames[:layout.num_nodes])
+
+
+def start_rendezvous(layout: RankLayout, port: int):
+    """Rank 0 serves Horovod's rendezvous (the class horovodrun uses) in a daemon thread."""
+    from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
+    from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+
+    server = RendezvousHTTPServer(("0.0.0.0", port), RendezvousHandler, 0)
+    threading.Thread(target=server.serve_forever, daemon=True, name="hvd-rendezvous").start()
+    server.init(get_host_assignments(parse_hosts(host_assignments(layout)), layout.size))
+    return server
+
+
+def wait_for_port(addr: str, port: int, timeout_s: float = RENDEZVOUS_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((addr, port), timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Horovod rendezvous at {addr}:{port} (rank 0) did not answer "
+                                   f"within {timeout_s:.0f} s") from None
+            time.sleep(0.5)
+
+
+def setup_horovod(layout: RankLayout, launch: str):
+    """Set this process up as Horovod rank `layout.rank`; returns rank 0's server (keep it alive)."""
+    if layout.size <= 1:
+        return None
+    if launch == "pmix":
+        # MPI decides rank and size; HOROVOD_SIZE only tells effnet.dist that it is one of several.
+        os.environ.update({"HOROVOD_SIZE": str(layout.size), "HOROVOD_CONTROLLER": "mpi",
+                           "HOROVOD_CPU_OPERATIONS": "mpi"})
+        return None
+    env = horovod_gloo_env(layout, dict(os.environ))
+    os.environ.update(env)
+    port = int(env["HOROVOD_GLOO_RENDEZVOUS_PORT"])
+    server = start_rendezvous(layout, port) if layout.rank == 0 else None
+    wait_for_port(env["HOROVOD_GLOO_RENDEZVOUS_ADDR"], port)
+    return server
+
+
+def _exit_for_requeue(signum, frame) -> None:
+    print(f"jobs.task: {signal.Signals(signum).name} before training started; exiting {EXIT_REQUEUE} "
+          f"for requeue", file=sys.stderr, flush=True)
+    os._exit(EXIT_REQUEUE)
+
+
+def run_rank(trainer_flags: dict, launch: str = "gloo") -> dict | None:
+    """Run the trainer as this rank of the job; returns the trainer's summary."""
+    for sig in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, _exit_for_requeue)
+    layout = current_layout()
+    server = setup_horovod(layout, launch)
+    print(f"jobs.task: rank {layout.rank}/{layout.size} (local {layout.local_rank}, node {layout.node}/"
+          f"{layout.num_nodes}) job {layout.job_id} attempt {layout.restart + 1}", flush=True)
+    from effnet.cli import run
+    from effnet.config.train import TrainConfig
+
+    result = run(TrainConfig.from_flags(**trainer_flags))
+    del server
+    return result
+
+
+class RankTask:
+    """The callable submitit pickles: the resolved trainer flags and the launch method."""
+
+    def __init__(self, trainer_flags: dict, launch: str) -> None:
+        self.trainer_flags = dict(trainer_flags)
+        self.launch = launch
+
+    def __call__(self) -> dict | None:
+        return run_rank(self.trainer_flags, self.launch)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m jobs.task [--launch gloo|pmix] -- FLAGS`: the entry point of the raw sbatch scripts."""
+    import fire
+
+    from effnet.config.errors import ConfigError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    launch = "gloo"
+    if args and args[0].startswith("--launch"):
+        launch = args.pop(0).partition("=")[2] or args.pop(0)
+    if args and args[0] == "--":
+        args.pop(0)
+    if launch not in ("gloo", "pmix"):
+        print(f"jobs.task: error: --launch {launch!r}: valid: gloo, pmix", file=sys.stderr)
+        sys.exit(2)
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
+    flags = fire.Fire(lambda **kw: kw, command=args, name="python -m jobs.task")
+    try:
+        run_rank(flags, launch)
+    except ConfigError as err:
+        print(f"jobs.task: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
