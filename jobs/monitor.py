@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from jobs.paths import ExperimentPaths
 
@@ -56,3 +57,31 @@ def sacct_attempts(job_id: str) -> list[dict]:
     if out.returncode != 0:
         return []
     return [dict(zip(fields, line.split("|"))) for line in out.stdout.splitlines() if line.strip()]
+
+
+def find_experiment(text: str, cluster: str | None = None) -> ExperimentPaths:
+    """An experiment by path, or by name in the cluster's experiments_dir (default: runs/experiments)."""
+    from effnet.config.errors import ConfigError
+    from jobs.profile import load_profile
+
+    path = Path(text)
+    if not path.is_dir() and "/" not in text:
+        base = load_profile(cluster).experiments_dir if cluster else ""
+        path = ExperimentPaths.create(base, text).root
+    paths = ExperimentPaths(path.resolve())
+    if not paths.metadata.is_file():
+        raise ConfigError(f"{text}: not an experiment (no {paths.metadata.name}); pass the directory that "
+                          f"jobs.submit printed, or its name with --cluster")
+    return paths
+
+
+def experiment_cli(prog: str, description: str, extra=None):
+    """Shared argument handling of jobs.status / jobs.logs / jobs.cancel."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("experiment", help="experiment directory, or its name (with --cluster)")
+    parser.add_argument("--cluster", help="profile whose experiments_dir holds the named experiment")
+    if extra:
+        extra(parser)
+    return parser

@@ -114,7 +114,10 @@ def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozense
     ]
     cmd = [f'"{w}"' if i in raw_command_words else _quote(w) for i, w in enumerate(command)]
     srun = [_quote(w) for w in srun_words(spec)]
-    lines.append(" \\\n    ".join([" ".join(srun[:3]), *srun[3:], " ".join(cmd)]))
+    # One option per line; a long trainer command gets one flag per line after its `--`.
+    split = command.index("--") + 1 if "--" in command else len(cmd)
+    parts = [" ".join(srun[:3]), *srun[3:], " ".join(cmd[:split]), *("    " + w for w in cmd[split:])]
+    lines.append(" \\\n    ".join(parts))
     lines += [
         "status=$?",
         "",

@@ -170,12 +170,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"jobs.task: error: --launch {launch!r}: valid: gloo, pmix", file=sys.stderr)
         sys.exit(2)
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
-    flags = fire.Fire(lambda **kw: kw, command=args, name="python -m jobs.task")
-    try:
-        run_rank(flags, launch)
-    except ConfigError as err:
-        print(f"jobs.task: error: {err}", file=sys.stderr)
-        sys.exit(2)
+
+    def run_with_flags(**flags) -> None:
+        try:
+            run_rank(flags, launch)
+        except ConfigError as err:
+            print(f"jobs.task: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    fire.Fire(run_with_flags, command=args, name="python -m jobs.task")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""`python -m jobs.logs EXPERIMENT [--task N] [--err] [--job ID]`: print a rank's log.
+
+Task logs are opened in append mode, so one file holds every attempt of a requeued job.
+"""
+from __future__ import annotations
+
+import sys
+
+from effnet.config.errors import ConfigError
+from jobs.monitor import experiment_cli, find_experiment
+
+
+def _options(parser) -> None:
+    parser.add_argument("--task", type=int, default=0, help="rank whose log to print (default 0)")
+    parser.add_argument("--err", action="store_true", help="print stderr instead of stdout")
+    parser.add_argument("--job", help="job id (default: the latest submission)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = experiment_cli("python -m jobs.logs", __doc__.split("\n\n")[0], _options).parse_args(argv)
+    try:
+        paths = find_experiment(args.experiment, args.cluster)
+        job_ids = paths.job_ids()
+        job_id = args.job or (job_ids[-1] if job_ids else None)
+        if job_id is None or job_id not in job_ids:
+            raise ConfigError(f"job {args.job} is not part of {paths.root}; its jobs: {', '.join(job_ids) or 'none'}")
+        path = paths.task_log(job_id, args.task, "err" if args.err else "out")
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist (yet): the job may still be pending")
+    except ConfigError as err:
+        print(f"jobs.logs: error: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(path.read_text(errors="replace"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

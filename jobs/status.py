@@ -1,0 +1,51 @@
+"""`python -m jobs.status EXPERIMENT`: every job of an experiment, every attempt, and training progress.
+
+Attempts come from Slurm accounting (a requeued job keeps its id and gets one row per attempt);
+progress is the trainer's last logged step, which survives requeues because the log is appended.
+"""
+from __future__ import annotations
+
+import sys
+
+from effnet.config.errors import ConfigError
+from jobs.monitor import experiment_cli, find_experiment, sacct_attempts
+
+
+def progress(paths) -> str:
+    from tools.collect import CollectError, read_log
+
+    try:
+        run = read_log(paths.root)
+    except CollectError:
+        return "no trainer log yet"
+    steps = [r["step"] for r in run.logs() if isinstance(r.get("step"), list) and len(r["step"]) == 2]
+    finals = run.final_results()
+    last = f"epoch {steps[-1][0]} step {steps[-1][1]}" if steps else "not started"
+    return f"last logged: {last}" + ("; finished" if finals else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = experiment_cli("python -m jobs.status", __doc__.split("\n\n")[0]).parse_args(argv)
+    try:
+        paths = find_experiment(args.experiment, args.cluster)
+    except ConfigError as err:
+        print(f"jobs.status: error: {err}", file=sys.stderr)
+        return 2
+    meta = paths.read_metadata()
+    print(f"experiment {paths.root}")
+    for sub in meta.get("submissions", []):
+        print(f"job {sub['job_id']}: {sub['recipe']} on {sub['cluster']}, {sub['nodes']} node(s), "
+              f"submitted {sub['submitted_at']}")
+        if sub.get("executor") == "slurm":
+            attempts = sacct_attempts(sub["job_id"])
+            for n, a in enumerate(attempts, 1):
+                print(f"  attempt {n}: {a['State']:<12} start {a['Start']}  end {a['End']}  "
+                      f"elapsed {a['Elapsed']}  nodes {a['NodeList']}  exit {a['ExitCode']}")
+            if not attempts:
+                print("  (no accounting record yet)")
+    print(progress(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

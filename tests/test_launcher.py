@@ -1,0 +1,291 @@
+"""The launcher without a cluster: profiles, recipes, rendering (golden files), bad input, linters."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnet.config.errors import ConfigError
+from jobs import subfiles
+from jobs.launcher import prepare
+from jobs.profile import available_clusters, from_mapping, load_profile, valid_fields
+from jobs.recipes import RECIPES, get_recipe, resolve
+from jobs.render import JobSpec, render_sbatch
+from jobs.task import RankLayout, horovod_gloo_env, host_assignments, rendezvous_port
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+BIN = Path(sys.executable).parent
+
+# The Pyxis options (pyxis args.c at v0.24.0; peers.md §6).
+PYXIS_FLAGS = {
+    "container-image", "container-mounts", "container-workdir", "container-name", "container-save",
+    "container-mount-home", "no-container-mount-home", "container-remap-root", "no-container-remap-root",
+    "container-entrypoint", "no-container-entrypoint", "container-entrypoint-log", "container-writable",
+    "container-readonly", "container-env", "container-unshare",
+}
+
+
+def submit_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.submit", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ profiles
+
+
+def test_shipped_profiles_load():
+    assert {"local", "localslurm", "dgxa100", "dgx1v100"} <= set(available_clusters())
+    a100, v100 = load_profile("dgxa100"), load_profile("dgx1v100")
+    assert (a100.gpu_type, a100.gpus_per_node, a100.tasks_per_node, a100.launch) == ("a100", 8, 8, "pmix")
+    assert (v100.gpu_type, v100.gpus_per_node) == ("v100", 8)
+    assert a100.container_image and a100.container_mounts and a100.cpu_bind and "NCCL_IB_HCA" in a100.env
+    local = load_profile("local")
+    assert (local.executor, local.gpu_type, local.tasks_per_node) == ("local", "cpu", 2)
+
+
+def test_unknown_profile_field_lists_valid_fields(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text('name = "mine"\npartitions = "debug"\n')
+    line = one_line_error(submit_cli("--cluster", str(bad), "smoke", "--dry-run"))
+    assert "unknown field(s) partitions" in line
+    for name in valid_fields():
+        assert name in line
+
+
+@pytest.mark.parametrize("body, message", [
+    ('tasks_per_node = "8"', "tasks_per_node: expected int"),
+    ("exclusive = 1", "exclusive: expected true or false"),
+    ('launch = "ssh"', "launch: 'ssh' is not one of gloo, pmix"),
+    ('gpu_type = "h100"', "gpu_type: 'h100' is not one of a100, v100, cpu"),
+    ("container_mounts = \"/a:/b\"", "container_mounts: expected a list"),
+    ('partition = "debug; touch /tmp/x"', "partition 'debug; touch /tmp/x' contains shell metacharacters"),
+    ('account = "$(id)"', "account '$(id)' contains shell metacharacters"),
+    ('container_mounts = ["/data:/data`id`"]', "contains shell metacharacters"),
+    ('[env]\n"BAD NAME" = "1"', "'BAD NAME' is not a valid environment variable name"),
+])
+def test_bad_profile_values_are_one_line_errors(tmp_path, body, message):
+    profile = tmp_path / "mine.toml"
+    profile.write_text(f'name = "mine"\n{body}\n')
+    line = one_line_error(submit_cli("--cluster", str(profile), "smoke", "--dry-run"))
+    assert message in line
+    assert "mine.toml" in line
+
+
+def test_metacharacter_profile_value_never_runs(tmp_path):
+    """Rejected at the edge; and a JobSpec built around validation renders it quoted, inert."""
+    marker = tmp_path / "pwned"
+    profile = tmp_path / "evil.toml"
+    profile.write_text(f'name = "evil"\npartition = "debug; touch {marker}"\n')
+    assert "shell metacharacters" in one_line_error(submit_cli("--cluster", str(profile), "smoke"))
+    spec = _spec(partition=f"debug; touch {marker}", env={"NOTE": f"$(touch {marker}); `touch {marker}`"})
+    text = render_sbatch(spec, ["true"])
+    assert f"#SBATCH --partition='debug; touch {marker}'" in text
+    assert f"export NOTE='$(touch {marker}); `touch {marker}`'" in text
+    # Run the environment part of the script for real: the value is data, not code.
+    env_part = "\n".join(line for line in text.splitlines() if line.startswith("export ")) + '\nprintf %s "$NOTE"'
+    out = subprocess.run(["bash", "-c", env_part], capture_output=True, text=True, check=True)
+    assert out.stdout == f"$(touch {marker}); `touch {marker}`"
+    assert not marker.exists()
+
+
+def test_unknown_cluster_and_recipe_and_too_many_nodes():
+    assert "unknown cluster 'nope'" in one_line_error(submit_cli("--cluster", "nope", "smoke", "--dry-run"))
+    line = one_line_error(submit_cli("--cluster", "dgxa100", "b9_amp", "--dry-run"))
+    assert "unknown recipe 'b9_amp'" in line and "b4_amp" in line
+    line = one_line_error(submit_cli("--cluster", "dgxa100", "--nodes", "65", "b4_amp", "--dry-run"))
+    assert "--nodes 65" in line and "1 to 64" in line
+    line = one_line_error(submit_cli("--cluster", "localslurm", "--nodes", "2", "smoke", "--set", "max_epoch=3"))
+    assert "unknown flag(s) --max_epoch" in line
+    line = one_line_error(submit_cli("--cluster", "localslurm", "smoke", "--set", "model_dir=/tmp/x"))
+    assert "set by the launcher" in line
+    assert "expected key=value" in one_line_error(submit_cli("--cluster", "local", "smoke", "--set", "noequals"))
+    line = one_line_error(submit_cli("--cluster", "dgx1v100", "b0_tf32", "--dry-run"))
+    assert "no batch size for v100" in line
+
+
+# ------------------------------------------------------------------ recipes
+
+
+@pytest.mark.parametrize("recipe, a100_amp, a100_tf32, v100_amp, v100_fp32", [
+    ("b0", 1024, 512, 512, 256), ("b4", 160, 80, 64, 32)])
+def test_per_gpu_batch_follows_the_reference_table(recipe, a100_amp, a100_tf32, v100_amp, v100_fp32):
+    a100, v100 = load_profile("dgxa100"), load_profile("dgx1v100")
+
+    def batch(name, profile):
+        return resolve(get_recipe(name), profile, 1).trainer_flags["train_batch_size"]
+
+    assert batch(f"{recipe}_amp", a100) == a100_amp
+    assert batch(f"{recipe}_tf32", a100) == a100_tf32
+    assert batch(f"{recipe}_amp", v100) == v100_amp
+    assert batch(f"{recipe}_fp32", v100) == v100_fp32
+
+
+def test_global_batch_and_lr_scale_with_nodes():
+    a100 = load_profile("dgxa100")
+    one, four = (resolve(get_recipe("b4_amp"), a100, n) for n in (1, 4))
+    assert (one.global_batch, four.global_batch) == (1280, 5120)
+    assert four.peak_lr == pytest.approx(4 * one.peak_lr) == pytest.approx(0.005 * 5120 / 128)
+    flags = four.trainer_flags
+    assert flags["use_amp"] is True and flags["mixup_alpha"] == 0.2 and flags["train_img_size"] == 380
+    fp32 = resolve(get_recipe("b0_fp32"), a100, 1).trainer_flags
+    assert fp32["use_amp"] is False and fp32["use_tf32"] is False
+
+
+def test_every_recipe_resolves_somewhere():
+    profiles = [load_profile(c) for c in ("dgxa100", "dgx1v100", "localslurm")]
+    for recipe in RECIPES.values():
+        ok = [p for p in profiles if p.gpu_type in recipe.batch_per_gpu]
+        assert ok, recipe.name
+        for profile in ok:
+            resolve(recipe, profile, 1)
+
+
+def test_show_prints_the_resolved_recipe():
+    proc = submit_cli("--cluster", "dgxa100", "--nodes", "2", "b4_amp_stages", "--show")
+    assert proc.returncode == 0, proc.stderr
+    assert "global batch 2560, peak lr 0.1" in proc.stdout
+    assert "1: epochs 0-124, 256 px, mixup 0," in proc.stdout
+    assert "4: epochs 375-499, 380 px, mixup 0.2," in proc.stdout
+    assert "--train_batch_size=160" in proc.stdout
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def _spec(**changes) -> JobSpec:
+    base = JobSpec(job_name="t", nodes=2, tasks_per_node=2, cpus_per_task=1, gpus_per_node=0, mem_per_node_gb=0,
+                   time_limit_min=10, signal="USR2", signal_delay_s=60, max_requeues=3, partition="debug")
+    return dataclasses.replace(base, **changes)
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.read_text() == text, f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+@pytest.mark.parametrize("cluster, nodes, recipe", [
+    ("dgxa100", 4, "b4_amp"), ("dgx1v100", 2, "b0_amp_stages")])
+def test_dry_run_matches_golden(cluster, nodes, recipe):
+    proc = submit_cli("--cluster", cluster, "--nodes", str(nodes), recipe, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    _check_golden(f"{cluster}_{recipe}_{nodes}n.sbatch", proc.stdout)
+
+
+def test_dry_run_shows_stages_requeue_and_pyxis_on_srun():
+    text = submit_cli("--cluster", "dgx1v100", "--nodes", "2", "b0_amp_stages", "--dry-run").stdout
+    assert "# stage 1: epochs 0-124 at 128 px" in text and "# stage 4: epochs 375-499 at 224 px" in text
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --signal=USR2@300", "#SBATCH --requeue", "#SBATCH --open-mode=append"):
+        assert line in text.splitlines()
+    srun = text[text.index("\nsrun "):text.index("status=$?")]
+    for flag in ("--container-image=", "--container-mounts=", "--container-workdir=", "--no-container-mount-home",
+                 "--mpi=pmix"):
+        assert flag in srun
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in text.split("status=$?")[1]
+
+
+def _pyxis_words(text: str) -> list[str]:
+    return re.findall(r"--((?:no-)?container-[a-z-]+)", text)
+
+
+@pytest.mark.parametrize("text_source", ["dryrun", "subfiles"])
+def test_pyxis_flags_are_documented_and_only_on_srun(text_source):
+    if text_source == "dryrun":
+        texts = [submit_cli("--cluster", c, "b0_amp", "--dry-run").stdout for c in ("dgxa100", "dgx1v100")]
+    else:
+        texts = [p.read_text() for p in sorted((ROOT / "sbatch").glob("*.sub"))]
+    for text in texts:
+        words = _pyxis_words(text)
+        assert {"container-image", "container-mounts", "container-workdir", "no-container-mount-home"} <= set(words)
+        assert set(words) <= PYXIS_FLAGS
+        assert not [line for line in text.splitlines() if line.startswith("#SBATCH") and "container" in line]
+
+
+def test_sbatch_files_are_in_sync_with_profiles_and_recipes(tmp_path, monkeypatch):
+    assert subfiles.main(["--check"]) == 0
+    copy = tmp_path / "sbatch"
+    shutil.copytree(ROOT / "sbatch", copy)
+    stale = copy / "run_B4_multinode.sub"
+    stale.write_text(stale.read_text().replace("--train_batch_size=160", "--train_batch_size=128"))
+    monkeypatch.setattr(subfiles, "SBATCH_DIR", copy)
+    assert subfiles.main(["--check"]) == 1
+
+
+def test_sub_files_take_nodes_from_sbatch_N():
+    text = (ROOT / "sbatch" / "run_B4_multinode.sub").read_text()
+    assert "sbatch -N 4 sbatch/run_B4_multinode.sub" in text
+    assert "#SBATCH --nodes" not in text
+    assert '"--model_dir=/lustre/experiments/effnet/b4_amp-dgxa100-${SLURM_JOB_NUM_NODES}n/model"' in text
+    assert "python3 -u -m jobs.task --launch=pmix --" in text
+
+
+def test_shell_scripts_pass_shellcheck(tmp_path):
+    rendered = tmp_path / "localslurm.sbatch"
+    rendered.write_text(submit_cli("--cluster", "localslurm", "--nodes", "2", "smoke", "--dry-run").stdout)
+    scripts = [rendered, *sorted((ROOT / "sbatch").glob("*.sub")), *sorted((ROOT / "enroot").glob("*.sh"))]
+    out = subprocess.run([str(BIN / "shellcheck"), "--shell=bash", *map(str, scripts)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
+def test_dockerfile_passes_hadolint():
+    out = subprocess.run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    assert "nvcr.io/nvidia/tensorflow:25.02-tf2-py3" in text
+
+
+# ------------------------------------------------------------------ the rank task
+
+
+def test_rendezvous_port_is_per_job_and_attempt():
+    port = rendezvous_port("1234", 0)
+    assert port == rendezvous_port("1234", 0)
+    assert port != rendezvous_port("1234", 1) and port != rendezvous_port("1235", 0)
+    assert all(20000 <= rendezvous_port(str(j), r) < 50000 for j in range(50) for r in range(3))
+
+
+def test_horovod_env_for_two_nodes_of_two():
+    layouts = [RankLayout(rank=r, size=4, local_rank=r % 2, local_size=2, node=r // 2, num_nodes=2,
+                          hostnames=("node1", "node2"), job_id="77", restart=1) for r in range(4)]
+    envs = [horovod_gloo_env(layout, {}) for layout in layouts]
+    assert [e["HOROVOD_HOSTNAME"] for e in envs] == ["node1", "node1", "node2", "node2"]
+    assert [e["HOROVOD_CROSS_RANK"] for e in envs] == ["0", "0", "1", "1"]
+    assert {e["HOROVOD_GLOO_RENDEZVOUS_ADDR"] for e in envs} == {"node1"}
+    assert {e["HOROVOD_GLOO_RENDEZVOUS_PORT"] for e in envs} == {str(rendezvous_port("77", 1))}
+    assert host_assignments(layouts[0]) == "node1:2,node2:2"
+    assert horovod_gloo_env(layouts[0], {"HOROVOD_GLOO_RENDEZVOUS_ADDR": "127.0.0.1"})[
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR"] == "127.0.0.1"
+
+
+def test_prepare_keeps_one_model_dir_per_experiment():
+    profile = load_profile("localslurm")
+    a = prepare(profile, get_recipe("smoke"), 2)
+    b = prepare(profile, get_recipe("smoke"), 2)
+    assert a.paths.model_dir == b.paths.model_dir
+    assert a.resolved.trainer_flags["model_dir"] == str(a.paths.model_dir)
+    assert a.sbatch_text() == b.sbatch_text()
+    with pytest.raises(ConfigError, match="--name"):
+        prepare(profile, get_recipe("smoke"), 2, name="a b")
+
+
+def test_profile_validation_in_process():
+    with pytest.raises(ConfigError, match="one task per GPU"):
+        from_mapping({"name": "x", "gpu_type": "a100", "gpus_per_node": 8, "tasks_per_node": 4}, "x")
+    with pytest.raises(ConfigError, match="local executor"):
+        from_mapping({"name": "x", "executor": "local", "max_nodes": 2}, "x")
