@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from jobs.launcher import build_spec
+from jobs.launcher import build_spec, host_path
 from jobs.paths import PROJECT_ROOT, ExperimentPaths
 from jobs.profile import load_profile
 from jobs.recipes import get_recipe, resolve
@@ -30,12 +30,13 @@ SUB_FILES = {
 }
 
 
-def render_sub(cluster: str, recipe_name: str) -> str:
+def render_sub(cluster: str, recipe_name: str, overrides: dict[str, str] | None = None) -> str:
     profile = load_profile(cluster)
     recipe = get_recipe(recipe_name)
     paths = ExperimentPaths.create(profile.experiments_dir, f"{recipe.name}-{profile.name}-{NODES_VAR}n")
     # Global batch and lr are shown for one node; they scale with -N.
-    resolved = resolve(recipe, profile, 1, model_dir=str(paths.model_dir), data_dir=profile.data_dir)
+    data_dir = profile.data_dir if profile.uses_container else host_path(profile.data_dir)
+    resolved = resolve(recipe, profile, 1, overrides, model_dir=str(paths.model_dir), data_dir=data_dir)
     header = (f"effnet-slurm: recipe {recipe.name} on cluster {profile.name}. Submit with: "
               f"sbatch -N 4 sbatch/{_file_for(cluster, recipe_name)}",
               f"{profile.tasks_per_node} rank(s) per node; per node: global batch {resolved.global_batch}, "
@@ -54,7 +55,7 @@ def render_sub(cluster: str, recipe_name: str) -> str:
 
 
 def _file_for(cluster: str, recipe: str) -> str:
-    return next(f for f, (c, r) in SUB_FILES.items() if (c, r) == (cluster, recipe))
+    return next((f for f, (c, r) in SUB_FILES.items() if (c, r) == (cluster, recipe)), "THIS_FILE.sub")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effnet.log import parse_line
 from effnet.train.preemption import EXIT_REQUEUE
 from tests.conftest import ROOT, run_cli
+from tests.runlogs import checkpoint_tensors, records, train_steps
 
 TINY = ["--cfg", "b0", "--mparams", "width_coefficient=0.25,depth_coefficient=0.25,num_classes=10",
         "--train_img_size", "32", "--eval_img_size", "32", "--train_batch_size", "8", "--eval_batch_size", "50",
@@ -35,21 +35,6 @@ def train_args(data: Path, model_dir: Path, *extra: str) -> list[str]:
     return ["--mode", "train", "--data_dir", str(data), "--model_dir", str(model_dir), "--max_epochs", "2",
             "--steps_per_epoch", "6", "--save_checkpoint_freq", "1", "--augmenter_name", "randaugment",
             "--raug_magnitude", "9", "--mixup_alpha", "0.2", "--moving_average_decay", "0.9", *TINY, *extra]
-
-
-def records(model_dir: Path) -> list[dict]:
-    return [r for r in map(parse_line, (model_dir / "log.json").read_text().splitlines()) if r]
-
-
-def train_steps(model_dir: Path) -> list[tuple[int, int]]:
-    return [tuple(r["step"]) for r in records(model_dir)
-            if r["type"] == "LOG" and isinstance(r["step"], list) and len(r["step"]) == 2]
-
-
-def checkpoint_tensors(model_dir: Path) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if "OBJECT_GRAPH" not in k and not k.startswith("save_counter")}
 
 
 def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):

@@ -1,0 +1,224 @@
+"""The launcher against a real Slurm 22.05 (`python -m tools.local_slurm up`): multi-node Horovod,
+real preemption by a higher-priority partition, time-limit chaining, raw .sub scripts, cancel.
+
+Needs root to start the cluster (make test does, and takes it down after); otherwise skipped.
+Models are tiny (B0 at width/depth 0.25, 48 px) so that each job takes a minute or two on 2 cores.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.runlogs import checkpoint_tensors, records, train_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+SLURM_DIR = Path(os.environ.get("EFFNET_LOCAL_SLURM_DIR", "/tmp/effnet-local-slurm"))
+EPOCHS, STEPS = 2, 10
+TINY = ["--set", "mparams=num_classes=3,sync_batch_norm=false,width_coefficient=0.25,depth_coefficient=0.25",
+        "--set", "augmenter_name=none", "--set", f"max_epochs={EPOCHS}", "--set", f"steps_per_epoch={STEPS}"]
+EXPECTED_STEPS = [(e, s) for e in range(EPOCHS) for s in range(1, STEPS + 1)]
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+
+def _slurm_env() -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": str(SLURM_DIR / "etc" / "slurm.conf"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _cluster_answers() -> bool:
+    if not shutil.which("sinfo") or not (SLURM_DIR / "etc" / "slurm.conf").is_file():
+        return False
+    return subprocess.run(["sinfo", "-h"], env=_slurm_env(), capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The local cluster: reused when up; started (and stopped after) when we are root."""
+    started = False
+    if not _cluster_answers():
+        if os.geteuid() != 0:
+            pytest.skip("real-Slurm tests need the local cluster, and starting it needs root "
+                        "(sudo make test, or python -m tools.local_slurm up as root)")
+        subprocess.run([sys.executable, "-m", "tools.local_slurm", "up", "--dir", str(SLURM_DIR)], check=True)
+        started = True
+    for var in [v for v in os.environ if v.startswith(("SLURM_", "SUBMITIT_"))]:
+        os.environ.pop(var)  # a test run inside a Slurm job must not leak that job's identity
+    os.environ["SLURM_CONF"] = str(SLURM_DIR / "etc" / "slurm.conf")
+    yield _slurm_env()
+    if started:
+        subprocess.run([sys.executable, "-m", "tools.local_slurm", "down", "--dir", str(SLURM_DIR)], check=False)
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory) -> Path:
+    """localslurm with data and experiments in a temp dir, and an env value full of shell metacharacters."""
+    tmp = tmp_path_factory.mktemp("slurm")
+    text = (ROOT / "clusters" / "localslurm.toml").read_text()
+    text = text.replace('experiments_dir = "runs/experiments"', f'experiments_dir = "{tmp / "experiments"}"')
+    text = text.replace('name = "localslurm"', 'name = "testslurm"')
+    subprocess.run([sys.executable, "-m", "tools.demo_data", str(tmp / "data"), "--no-mnist"], cwd=ROOT, check=True,
+                   capture_output=True)
+    text = text.replace('data_dir = "runs/demo-data/photos"', f'data_dir = "{tmp / "data" / "photos"}"')
+    text += f'EFFNET_TEST_NOTE = "$(touch {tmp}/pwned); `touch {tmp}/pwned2`"\n'
+    path = tmp / "testslurm.toml"
+    path.write_text(text)
+    return path
+
+
+def submit(profile: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.submit", "--cluster", str(profile), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def job_id_of(out: str) -> str:
+    return out.split("submitted job ", 1)[1].split(":", 1)[0]
+
+
+def experiment(profile: Path, name: str) -> Path:
+    return profile.parent / "experiments" / name
+
+
+def sacct_states(job_id: str, env: dict) -> list[str]:
+    out = subprocess.run(["sacct", "-j", job_id, "-D", "-X", "-n", "-P", "-o", "State"], env=env,
+                         capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def wait_done(job_id: str, env: dict, timeout_s: float = 900) -> list[str]:
+    """Wait until the job has left the queue; return the states of its attempts (sacct)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True).stdout
+        if not queued.strip():
+            time.sleep(2)  # accounting lags by about a second
+            return sacct_states(job_id, env)
+        time.sleep(2)
+    subprocess.run(["scancel", job_id], env=env)
+    pytest.fail(f"job {job_id} still queued after {timeout_s} s")
+
+
+def wait_for_step(model_dir: Path, step: tuple[int, int], timeout_s: float = 600) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if (model_dir / "log.json").exists() and step in train_steps(model_dir):
+            return
+        time.sleep(0.3)
+    pytest.fail(f"training never logged step {step} in {model_dir}")
+
+
+@pytest.fixture(scope="module")
+def baseline(slurm, profile) -> Path:
+    """An uninterrupted 2-node x 2-rank run: `jobs.submit --nodes 2 smoke --wait`."""
+    proc = submit(profile, "--nodes", "2", "smoke", "--name", "baseline", "--wait", *TINY, env=slurm)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return experiment(profile, "baseline")
+
+
+def test_multinode_job_runs_to_completion(slurm, profile, baseline):
+    model_dir = baseline / "model"
+    assert train_steps(model_dir) == EXPECTED_STEPS
+    params = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == "PARAMETER"]
+    assert params[0]["world_size"] == 4
+    finals = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == []
+              and "eval_accuracy_top_1" in r["data"]]
+    assert {f["comment"] for f in finals} == {"eval using original weights", "eval using EMA weights"}
+    assert all(f["weights_in_sync_across_ranks"] for f in finals)
+    job = (baseline / "experiment.json").read_text().split('"job_id": "')[1].split('"')[0]
+    logs = [(baseline / "submitit" / f"{job}_{t}_log.out").read_text() for t in range(4)]
+    for rank, text in enumerate(logs):
+        assert f"rank {rank}/4 (local {rank % 2}, node {rank // 2}/2)" in text
+    assert wait_done(job, slurm) == ["COMPLETED"]
+    # The profile's env value was passed as data: nothing in it ran.
+    assert not (profile.parent / "pwned").exists() and not (profile.parent / "pwned2").exists()
+    status = subprocess.run([sys.executable, "-m", "jobs.status", str(baseline)], cwd=ROOT, env=slurm,
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and f"job {job}" in status.stdout and "COMPLETED" in status.stdout
+    logs_cli = subprocess.run([sys.executable, "-m", "jobs.logs", str(baseline), "--task", "3"], cwd=ROOT, env=slurm,
+                              capture_output=True, text=True)
+    assert logs_cli.returncode == 0 and "rank 3/4" in logs_cli.stdout
+
+
+def test_preemption_checkpoints_requeues_and_resumes_exactly(slurm, profile, baseline):
+    proc = submit(profile, "--nodes", "2", "smoke", "--name", "preempted", *TINY, env=slurm)
+    assert proc.returncode == 0, proc.stderr
+    job = job_id_of(proc.stdout)
+    model_dir = experiment(profile, "preempted") / "model"
+    wait_for_step(model_dir, (0, 2))
+    # A job in the high-priority partition that needs every node preempts ours.
+    high = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "-p", "high", "-N", "4", "--wrap", "sleep 5"], env=slurm,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    states = wait_done(job, slurm)
+    wait_done(high, slurm)
+    assert states[-1] == "COMPLETED" and len(states) >= 2, states
+    assert any(s in ("PREEMPTED", "REQUEUED") for s in states[:-1]), states
+    recs = records(model_dir)
+    stops = [r["data"] for r in recs if r["type"] == "LOG" and r["data"].get("exit_code") == 75]
+    assert stops, "the trainer never checkpointed on the preemption signal"
+    resumed = [r["data"]["resumed_from"] for r in recs if r["type"] == "LOG" and "resumed_from" in r["data"]]
+    assert resumed[0] == "" and resumed[-1].endswith(f"ckpt-{stops[-1]['global_step']}")
+    # Continuous: every step exactly once across the preemption; nothing skipped, nothing repeated.
+    assert train_steps(model_dir) == EXPECTED_STEPS
+    want, got = checkpoint_tensors(baseline / "model"), checkpoint_tensors(model_dir)
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_time_limit_requeues_before_walltime(slurm, profile, tmp_path):
+    """--time 2 with the signal 30 s before the limit: checkpoint, requeue, resume, finish.
+
+    Slurm checks time limits about every 30 s, so the signal comes 60-90 s into each attempt; after
+    about 35 s of start-up that leaves each attempt 25-55 s of training."""
+    text = profile.read_text().replace("max_requeues = 5", "max_requeues = 8")
+    text = text.replace("signal_delay_s = 60", "signal_delay_s = 30")
+    chained = tmp_path / "chained.toml"
+    chained.write_text(text.replace(f'experiments_dir = "{profile.parent / "experiments"}"',
+                                    f'experiments_dir = "{tmp_path / "experiments"}"'))
+    epochs, steps = 1, 250
+    proc = submit(chained, "--nodes", "1", "smoke", "--name", "chained", "--time", "2", *TINY,
+                  "--set", f"max_epochs={epochs}", "--set", f"steps_per_epoch={steps}", "--set", "log_steps=10",
+                  "--set", "warmup_epochs=0", env=slurm)
+    assert proc.returncode == 0, proc.stderr
+    job = job_id_of(proc.stdout)
+    states = wait_done(job, slurm, timeout_s=1200)
+    model_dir = tmp_path / "experiments" / "chained" / "model"
+    assert states[-1] == "COMPLETED" and len(states) >= 2, states
+    recs = records(model_dir)
+    assert [r for r in recs if r["type"] == "LOG" and r["data"].get("exit_code") == 75]
+    assert train_steps(model_dir) == [(0, s) for s in range(10, steps + 1, 10)]
+    batch_log = (tmp_path / "experiments" / "chained" / "submitit" / f"{job}_0_log.out").read_text()
+    assert "checkpointed on signal; requeue 1 of 8" in batch_log
+    assert f"effnet-slurm: job {job} attempt 2" in batch_log  # appended, not truncated
+
+
+def test_raw_sub_script_runs_with_plain_sbatch(slurm, profile, tmp_path):
+    from jobs.subfiles import render_sub
+
+    overrides = dict(arg.split("=", 1) for arg in TINY[1::2])
+    script = tmp_path / "run_smoke.sub"
+    script.write_text(render_sub(str(profile), "smoke", overrides))
+    job = subprocess.run(["sbatch", "--parsable", "-N", "1", str(script)], cwd=tmp_path, env=slurm,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert wait_done(job, slurm) == ["COMPLETED"], (tmp_path / f"effnet-effnet-smoke-{job}.out").read_text()[-3000:]
+    model_dir = profile.parent / "experiments" / "smoke-testslurm-1n" / "model"
+    assert train_steps(model_dir) == EXPECTED_STEPS
+
+
+def test_cancel_stops_a_queued_job(slurm, profile):
+    # Occupy every node from the high partition so that our job has to wait.
+    blocker = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "-p", "high", "-N", "4", "--wrap", "sleep 30"], env=slurm,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    proc = submit(profile, "--nodes", "1", "smoke", "--name", "cancelled", *TINY, env=slurm)
+    job = job_id_of(proc.stdout)
+    out = subprocess.run([sys.executable, "-m", "jobs.cancel", "cancelled", "--cluster", str(profile)], cwd=ROOT,
+                         env=slurm, capture_output=True, text=True)
+    assert out.returncode == 0 and job in out.stdout, out.stderr
+    assert wait_done(job, slurm) == ["CANCELLED"]
+    subprocess.run(["scancel", blocker], env=slurm)
