@@ -76,6 +76,34 @@ def test_train_and_eval_preprocessing_on_a_real_photo():
     assert 0 <= float(tf.reduce_min(evaluated)) and float(tf.reduce_max(evaluated)) <= 255
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_random_flip_can_be_turned_off(flip):
+    """Digits and text change class when mirrored: --norandom_flip keeps every train image unflipped."""
+    data = _jpeg(3, size=(32, 32))
+    whole = tf.cast(tf.round(preprocess_eval(data, 32, crop_padding=0)), tf.uint8).numpy()  # the whole image
+    mirrored = whole[:, ::-1]
+    flipped = 0
+    for s in range(16):
+        # min_area 1 and no crop padding: the crop is the whole image, so only the flip can change it
+        image = preprocess_train(data, 32, tf.constant([s, 5], tf.int64), 1.0, 0, flip=flip).numpy()
+        if np.array_equal(image, mirrored):
+            flipped += 1
+        else:
+            np.testing.assert_array_equal(image, whole)
+    assert (flipped > 0) == flip
+
+
+def test_random_flip_flag_reaches_the_pipeline(shards):
+    from effnet.config.model import ModelConfig
+    from effnet.config.train import TrainConfig
+    from effnet.train.loop import open_data
+
+    model_cfg = ModelConfig("t", 1.0, 1.0, 32, 0.2, num_classes=3)
+    assert open_data(TrainConfig(data_dir=str(shards)), model_cfg, True, False).cfg.random_flip
+    cfg = TrainConfig.from_flags(data_dir=str(shards), random_flip="false")
+    assert not open_data(cfg, model_cfg, True, False).cfg.random_flip
+
+
 def test_png_input_takes_the_full_decode_path():
     png = tf.io.encode_png(tf.zeros((30, 40, 3), tf.uint8) + 77)
     out = preprocess_eval(png, 16)

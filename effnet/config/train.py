@@ -44,6 +44,8 @@ class TrainConfig:
     data_threads: int = _f(0, "input pipeline private thread pool size (0: TensorFlow's default pool)")
     min_crop_area: float = _f(0.05, "smallest random train crop, as a fraction of the image area")
     crop_padding: int = _f(32, "eval/predict center crop: image_size/(image_size+crop_padding) of the short side")
+    random_flip: bool = _f(True, "flip training images left-right at random (off for digits, text and other "
+                                 "classes that mirroring changes)")
     # stage-wise training
     n_stages: int = _f(1, "progressive-resolution stages from base_img_size to train_img_size")
     base_img_size: int = _f(128, "image size of the first stage")

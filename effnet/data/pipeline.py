@@ -49,6 +49,7 @@ class PipelineConfig:
     defer_img_mixing: bool = False       # mix images on the device instead of here
     min_crop_area: float = 0.05          # smallest train crop, as a fraction of the image area
     crop_padding: int = 32               # eval crop: image_size / (image_size + crop_padding) of the short side
+    random_flip: bool = True             # random left-right flip of training images
 
 
 def _options(threads: int, deterministic: bool) -> tf.data.Options:
@@ -123,7 +124,8 @@ class InputPipeline:
             image_bytes, label = record
             seed = example_seed(cfg.seed, cfg.rank, epoch, index)
             crop_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-            image = preprocess_train(image_bytes, image_size, crop_seed, cfg.min_crop_area, cfg.crop_padding)
+            image = preprocess_train(image_bytes, image_size, crop_seed, cfg.min_crop_area, cfg.crop_padding,
+                                     cfg.random_flip)
             if isinstance(augmenter, RandAugment):
                 image = augmenter(image, magnitude=stage.raug_magnitude, seed=aug_seed)
             elif augmenter is not None:

@@ -4,8 +4,9 @@ Train: sample a distorted bounding box (area 5-100%, aspect 3/4-4/3, 10 attempts
 attempt fits, fall back to the eval center crop. Only the crop is decoded
 (`decode_and_crop_jpeg`), then it is flipped at random and resized to the stage's size.
 Eval: a center crop of size/(size+32) of the short side, then resize.
-The 5% minimum area and the 32-pixel crop padding are ImageNet's; small images (digits, thumbnails)
-need gentler values, so both are parameters. Images stay 0-255 float32; the model normalises. Non-JPEG inputs (PNG in a folder) take a
+The 5% minimum area, the 32-pixel crop padding and the flip are ImageNet's; small images (digits,
+thumbnails) need gentler crops and mirror-sensitive classes (digits, text) no flip, so all three are
+parameters. Images stay 0-255 float32; the model normalises. Non-JPEG inputs (PNG in a folder) take a
 full decode instead of the partial one. All randomness is stateless, from a per-example seed.
 """
 from __future__ import annotations
@@ -76,12 +77,13 @@ def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
 
 
 def preprocess_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tensor, min_area: float = AREA_RANGE[0],
-                     crop_padding: int = CROP_PADDING) -> tf.Tensor:
-    """Random crop, random flip, resize: uint8 [image_size, image_size, 3]."""
+                     crop_padding: int = CROP_PADDING, flip: bool = True) -> tf.Tensor:
+    """Random crop, random flip (unless `flip` is False), resize: uint8 [image_size, image_size, 3]."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     window = random_window(image_shape(image_bytes), image_size, crop_seed, min_area, crop_padding)
     image = decode_crop(image_bytes, window)
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return tf.cast(tf.round(resize(image, image_size)), tf.uint8)
 
 

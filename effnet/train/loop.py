@@ -65,7 +65,7 @@ def open_data(cfg: TrainConfig, model_cfg: ModelConfig, train: bool, eval: bool)
     return InputPipeline(train_set, eval_set, PipelineConfig(
         batch_size=cfg.train_batch_size * cfg.grad_accum_steps, num_classes=model_cfg.num_classes,
         seed=cfg.seed or 0, rank=rank, threads=cfg.data_threads, defer_img_mixing=cfg.defer_img_mixing,
-        min_crop_area=cfg.min_crop_area, crop_padding=cfg.crop_padding))
+        min_crop_area=cfg.min_crop_area, crop_padding=cfg.crop_padding, random_flip=cfg.random_flip))
 
 
 def evaluate_raw_and_ema(infer, ema: ExponentialMovingAverage | None, eval_dataset, **extra) -> list[dict]:
