@@ -8,17 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from effnet.config.errors import ConfigError
-from jobs.monitor import experiment_cli, find_experiment
+from jobs.monitor import experiment_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = experiment_cli("python -m jobs.cancel", __doc__.split("\n\n")[0]).parse_args(argv)
-    try:
-        paths = find_experiment(args.experiment, args.cluster)
-    except ConfigError as err:
-        print(f"jobs.cancel: error: {err}", file=sys.stderr)
-        return 2
+    args, paths = experiment_from_cli("python -m jobs.cancel", __doc__.split("\n\n")[0], argv)
     subs = paths.read_metadata().get("submissions", [])
     slurm_ids = [s["job_id"] for s in subs if s.get("executor") == "slurm"]
     if not slurm_ids:

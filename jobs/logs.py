@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from effnet.config.errors import ConfigError
-from jobs.monitor import experiment_cli, find_experiment
+from jobs.monitor import experiment_from_cli
 
 
 def _options(parser) -> None:
@@ -17,9 +17,8 @@ def _options(parser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = experiment_cli("python -m jobs.logs", __doc__.split("\n\n")[0], _options).parse_args(argv)
+    args, paths = experiment_from_cli("python -m jobs.logs", __doc__.split("\n\n")[0], argv, _options)
     try:
-        paths = find_experiment(args.experiment, args.cluster)
         job_ids = paths.job_ids()
         job_id = args.job or (job_ids[-1] if job_ids else None)
         if job_id is None or job_id not in job_ids:

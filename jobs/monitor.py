@@ -75,13 +75,22 @@ def find_experiment(text: str, cluster: str | None = None) -> ExperimentPaths:
     return paths
 
 
-def experiment_cli(prog: str, description: str, extra=None):
-    """Shared argument handling of jobs.status / jobs.logs / jobs.cancel."""
+def experiment_from_cli(prog: str, description: str, argv: list[str] | None, extra=None):
+    """Parse the shared arguments of jobs.status / jobs.logs / jobs.cancel and find the experiment.
+
+    Returns (args, paths); a bad experiment is one line on stderr and exit status 2."""
     import argparse
+
+    from effnet.config.errors import ConfigError
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("experiment", help="experiment directory, or its name (with --cluster)")
     parser.add_argument("--cluster", help="profile whose experiments_dir holds the named experiment")
     if extra:
         extra(parser)
-    return parser
+    args = parser.parse_args(argv)
+    try:
+        return args, find_experiment(args.experiment, args.cluster)
+    except ConfigError as err:
+        print(f"{prog.split()[-1]}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

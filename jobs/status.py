@@ -5,10 +5,8 @@ progress is the trainer's last logged step, which survives requeues because the 
 """
 from __future__ import annotations
 
-import sys
 
-from effnet.config.errors import ConfigError
-from jobs.monitor import experiment_cli, find_experiment, sacct_attempts
+from jobs.monitor import experiment_from_cli, sacct_attempts
 
 
 def progress(paths) -> str:
@@ -25,12 +23,7 @@ def progress(paths) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = experiment_cli("python -m jobs.status", __doc__.split("\n\n")[0]).parse_args(argv)
-    try:
-        paths = find_experiment(args.experiment, args.cluster)
-    except ConfigError as err:
-        print(f"jobs.status: error: {err}", file=sys.stderr)
-        return 2
+    args, paths = experiment_from_cli("python -m jobs.status", __doc__.split("\n\n")[0], argv)
     meta = paths.read_metadata()
     print(f"experiment {paths.root}")
     for sub in meta.get("submissions", []):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 from jobs.launcher import build_spec, host_path
 from jobs.paths import PROJECT_ROOT, ExperimentPaths
@@ -49,7 +48,7 @@ def render_sub(cluster: str, recipe_name: str, overrides: dict[str, str] | None 
     spec = dataclasses.replace(spec, batch_output="effnet-%x-%j.out",
                                env={k: v for k, v in spec.env.items() if k != "SUBMITIT_EXECUTOR"})
     flags = [f"--{k}={v}" for k, v in resolved.trainer_flags.items()]
-    command = [profile.python or "python3", "-u", "-m", "jobs.task", f"--launch={profile.launch}", "--", *flags]
+    command = [profile.python or sys.executable, "-u", "-m", "jobs.task", f"--launch={profile.launch}", "--", *flags]
     raw = frozenset(i for i, w in enumerate(command) if NODES_VAR in w)
     return render_sbatch(spec, command, raw)
 

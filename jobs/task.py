@@ -9,8 +9,9 @@ runs the trainer in this process:
 - `pmix`: srun --mpi=pmix started MPI ranks; Horovod initialises through MPI.
 
 The trainer pins the GPU by local rank. A checkpoint signal makes it save and exit with 75; a
-signal that arrives before the trainer is listening exits 75 at once (nothing to save yet), so
-the batch script requeues either way.
+signal that arrives before the trainer is listening, or during its final evaluation, exits 75 at
+once (the newest checkpoint is complete), so the batch script requeues either way and the next
+attempt resumes. Once the trainer has returned, signals are ignored.
 
     python -m jobs.task [--launch gloo|pmix] -- TRAINER FLAGS...   (what sbatch/*.sub run)
 """
@@ -139,6 +140,10 @@ def run_rank(trainer_flags: dict, launch: str = "gloo") -> dict | None:
     from effnet.config.train import TrainConfig
 
     result = run(TrainConfig.from_flags(**trainer_flags))
+    # Done: a late signal (say the time limit during interpreter shutdown) must not turn a finished
+    # rank into a failed or requeued one.
+    for sig in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     del server
     return result
 
