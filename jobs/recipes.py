@@ -42,7 +42,7 @@ B4_BATCH = {"amp": {"a100": 160, "v100": 64}, "tf32": {"a100": 80}, "fp32": {"a1
 
 # CPU smoke runs: B0 on the shipped photos from `tools.demo_data`, tiny and deterministic.
 SMOKE_FLAGS = {
-    "mode": "train_and_eval", "cfg": "b0", "mparams": "num_classes=3,sync_batch_norm=false",
+    "mode": "train_and_eval", "cfg": "b0", "mparams": "num_classes=3,sync_batch_norm=false,bn_momentum=0.9",
     "train_img_size": 48, "eval_img_size": 48, "skip_eval": True,
     "max_epochs": 3, "steps_per_epoch": 8, "warmup_epochs": 1, "lr_decay": "cosine", "lr_init": 0.01,
     "augmenter_name": "autoaugment", "moving_average_decay": 0.9, "log_steps": 1, "save_checkpoint_freq": 1,
