@@ -51,7 +51,7 @@ def run(config: TrainConfig) -> dict | None:
     with DLLogger(log_path, rank=dist.rank()) as logger:
         logger.standard_metadata()
         logger.log("PARAMETER", {**config.as_dict(), "model": dataclasses.asdict(model_cfg),
-                                 "world_size": dist.size()})
+                                 "world_size": dist.size(), "accelerator": dist.accelerator()})
         if config.mode == "benchmark":
             from effnet.benchmark import run_benchmark
 

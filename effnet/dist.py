@@ -45,6 +45,11 @@ def pin_gpu(index: int) -> None:
     tf.config.experimental.set_memory_growth(gpu, True)
 
 
+def accelerator() -> str:
+    """What each rank computes on: "GPU" or "CPU" (collect uses it to name the precision)."""
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
 def active() -> bool:
     return _hvd is not None
 

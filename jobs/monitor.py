@@ -25,12 +25,13 @@ def describe_submission(prepared, job) -> str:
 
 
 def results_table(paths: ExperimentPaths) -> str:
-    from tools.collect import ACCURACY_COLUMNS, CollectError, accuracy_rows, format_table, read_log
+    from tools.collect import CollectError, accuracy_rows, format_table, inference_rows, read_log
 
     try:
-        return format_table(accuracy_rows([read_log(paths.root)]), ACCURACY_COLUMNS, "md")
+        run = read_log(paths.root)
     except CollectError as err:
         return f"(no results: {err})"
+    return "\n\n".join([format_table(accuracy_rows([run]), "md"), format_table(inference_rows([run]), "md")])
 
 
 def wait_and_report(paths: ExperimentPaths, job) -> int:

@@ -1,10 +1,21 @@
-"""Turn dllogger logs of training runs into the result tables of the README.
+"""Turn dllogger logs into the result tables of the README (and the seed's), plus plots.
 
-    python -m tools.collect RUN_DIR... [--format md|csv|json]
+    python -m tools.collect RUN_DIR... [--table accuracy|throughput|inference|all]
+                            [--format md|csv|json] [--plot DIR]
 
-A RUN_DIR is a trainer model_dir (with log.json), an experiment dir (with model/log.json) or a
-log file. Lines that are not dllogger records (truncated, interleaved, garbage) are skipped and
-counted.
+A RUN_DIR is a log file, a trainer model_dir (log.json), an experiment dir (model/log.json), or
+any directory holding such logs (searched recursively: a sweep, many jobs). Ours and NVIDIA's logs
+share the format (nvidia.md §6). Requeue segments appended to one file are joined: the time to
+train is the sum of the segments' elapsed times. Lines that are not dllogger records (truncated,
+interleaved or garbage) are skipped and counted; two records glued on one line are split.
+
+Tables, shaped like the seed README's:
+- accuracy: per model and GPU count, top-1 (the better of raw and EMA weights) and time to train,
+  per precision, and the time-to-train speedup of mixed precision;
+- throughput: training img/s per GPU count and precision, the mixed-precision speedup, and weak
+  scaling (speedup and efficiency against the smallest GPU count);
+- inference: per batch size and resolution, throughput and latency: the reference's trimmed means
+  ("Latency 90%" is the mean of the fastest 90% of batches) and true percentiles.
 """
 from __future__ import annotations
 
@@ -12,13 +23,17 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from effnet.log import parse_line
+from effnet.log import PREFIX, parse_line
 
 PROG = "python -m tools.collect"
+LOG_NAMES = ("log.json",)
+_MODEL_IN_CFG = re.compile(r"\b(b[0-7])(?:_cfg)?(?:\.py)?$")
 
 
 class CollectError(ValueError):
@@ -40,63 +55,241 @@ class RunLog:
         return [r for r in self.records if r.get("type") == "LOG"]
 
     def parameters(self) -> dict:
-        """The first PARAMETER record with the resolved config (later ones are resume notes)."""
-        for r in self.records:
-            if r.get("type") == "LOG" and r.get("step") == "PARAMETER" and "cfg" in r.get("data", {}):
-                return r["data"]
+        """The first PARAMETER record holding the run's flags (later ones are progress or resume notes)."""
+        for r in self.logs():
+            data = r.get("data", {})
+            if r.get("step") == "PARAMETER" and ("cfg" in data or "mode" in data):
+                return data
         return {}
 
     def final_results(self) -> list[dict]:
-        """The end-of-run summaries of the last segment that finished (step == [])."""
-        return [r["data"] for r in self.logs() if r.get("step") == [] and "comment" in r.get("data", {})]
+        """End-of-run summaries (step == []) of the last segment that produced any."""
+        finals: list[dict] = []
+        for segment in self.segments():
+            found = [r["data"] for r in segment if r.get("type") == "LOG" and r.get("step") == []
+                     and ("eval_accuracy_top_1" in r.get("data", {}) or "avg_exp_per_second_training" in r.get("data", {})
+                          or "avg_exp_per_second_eval" in r.get("data", {}))]
+            finals = found or finals
+        return finals
+
+    def segments(self) -> list[list[dict]]:
+        """One list per process lifetime: a requeued run appends a new segment whose clock restarts."""
+        out: list[list[dict]] = []
+        last = None
+        for r in self.records:
+            elapsed = _float(r.get("elapsedtime"))
+            if not out or (elapsed is not None and last is not None and elapsed < last):
+                out.append([])
+            out[-1].append(r)
+            last = elapsed if elapsed is not None else last
+        return out
+
+    def wall_seconds(self) -> float:
+        return sum(max((_float(r.get("elapsedtime")) or 0.0) for r in seg) for seg in self.segments() if seg)
+
+    # ----- what the run was
+
+    @property
+    def model(self) -> str:
+        params = self.parameters()
+        if isinstance(params.get("model"), dict) and params["model"].get("name"):
+            return params["model"]["name"].upper()
+        match = _MODEL_IN_CFG.search(str(params.get("cfg", "")))
+        return match.group(1).upper() if match else str(params.get("cfg", "?"))
+
+    @property
+    def precision(self) -> str:
+        params = self.parameters()
+        if params.get("use_amp"):
+            return "mixed precision" if params.get("amp_dtype", "float16") == "float16" else "BF16"
+        if params.get("accelerator") == "CPU":
+            return "FP32"
+        if "use_tf32" in params:
+            return "TF32" if params["use_tf32"] else "FP32"
+        return "TF32/FP32"  # NVIDIA's logs do not say which
+
+    @property
+    def ranks(self) -> int | None:
+        params = self.parameters()
+        if params.get("world_size"):
+            return int(params["world_size"])
+        for final in self.final_results():  # NVIDIA's logs: total / per-GPU throughput
+            total, per = final.get("avg_exp_per_second_training"), final.get("avg_exp_per_second_training_per_GPU")
+            if total and per:
+                return max(1, round(total / per))
+        return None
 
 
-def find_log(path: Path) -> Path:
-    for candidate in (path, path / "log.json", path / "model" / "log.json"):
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_dllogger_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return PREFIX.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def find_logs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CollectError(f"{path}: no such file or directory")
+    direct = [path / "log.json", path / "model" / "log.json"]
+    for candidate in direct:
         if candidate.is_file():
-            return candidate
-    raise CollectError(f"{path}: no log.json here (looked in {path}, {path / 'log.json'}, "
-                       f"{path / 'model' / 'log.json'})")
+            return [candidate]
+    found = sorted(p for p in path.rglob("*.json") if p.is_file() and _is_dllogger_file(p))
+    if not found:
+        raise CollectError(f"{path}: no dllogger logs in it (looked for log.json and *.json with DLLL lines)")
+    return found
 
 
 def read_log(path: Path) -> RunLog:
-    run = RunLog(find_log(path))
+    """One log file (or the log of one run directory)."""
+    files = find_logs(path) if not path.is_file() else [path]
+    run = RunLog(files[0])
     with open(run.path, errors="replace") as f:
         for line in f:
-            if not line.strip():
+            line = line.strip()
+            if not line:
                 continue
-            record = parse_line(line.strip())
-            if record is None:
-                run.skipped_lines += 1
-            else:
-                run.records.append(record)
+            pieces = [PREFIX + p for p in line.split(PREFIX) if p.strip()] if line.count(PREFIX) > 1 else [line]
+            for piece in pieces:
+                record = parse_line(piece.strip())
+                if record is None:
+                    run.skipped_lines += 1
+                else:
+                    run.records.append(record)
     return run
 
 
-ACCURACY_COLUMNS = ("run", "ranks", "weights", "top-1", "top-5", "eval loss", "train img/s", "train s")
+def read_runs(paths: list[Path]) -> list[RunLog]:
+    files: list[Path] = []
+    for p in paths:
+        files += find_logs(p)
+    return [read_log(f) for f in dict.fromkeys(files)]
+
+
+# ------------------------------------------------------------------ tables
+
+PRECISION_ORDER = ("TF32", "FP32", "TF32/FP32", "BF16", "mixed precision")
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def _precisions(runs: list[RunLog]) -> list[str]:
+    present = {r.precision for r in runs}
+    return [p for p in PRECISION_ORDER if p in present]
 
 
 def accuracy_rows(runs: list[RunLog]) -> list[dict]:
+    """Seed shape: GPUs | Accuracy - P | Time to train - P | Time to train speedup (P to mixed precision)."""
+    trained = [r for r in runs if any("eval_accuracy_top_1" in f for f in r.final_results())
+               and r.parameters().get("mode", "train_and_eval") != "eval"]
+    cells: dict[tuple, dict] = defaultdict(dict)
+    for run in trained:
+        finals = [f for f in run.final_results() if "eval_accuracy_top_1" in f]
+        best = max(finals, key=lambda f: f["eval_accuracy_top_1"])
+        cells[(run.model, run.ranks)][run.precision] = {
+            "top1": 100 * best["eval_accuracy_top_1"], "weights": "EMA" if "EMA" in best.get("comment", "") else "raw",
+            "seconds": run.wall_seconds(), "run": run.name}
+    precisions = _precisions(trained)
     rows = []
-    for run in runs:
-        params = run.parameters()
-        for result in run.final_results():
-            if "eval_accuracy_top_1" not in result:
-                continue
-            rows.append({
-                "run": run.name, "ranks": params.get("world_size", ""),
-                "weights": "EMA" if "EMA" in result["comment"] else "raw",
-                "top-1": f"{100 * result['eval_accuracy_top_1']:.2f}",
-                "top-5": f"{100 * result['eval_accuracy_top_5']:.2f}",
-                "eval loss": f"{result['eval_loss']:.4f}",
-                "train img/s": f"{result['avg_exp_per_second_training']:.1f}"
-                if "avg_exp_per_second_training" in result else "",
-                "train s": f"{result['total_training_seconds']:.0f}" if "total_training_seconds" in result else "",
-            })
+    for (model, ranks), by_precision in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        row = {"Model": model, "GPUs": ranks}
+        for p in precisions:
+            cell = by_precision.get(p)
+            row[f"Accuracy - {p}"] = f"{cell['top1']:.2f}% ({cell['weights']})" if cell else ""
+        for p in precisions:
+            cell = by_precision.get(p)
+            row[f"Time to train - {p}"] = _hours(cell["seconds"]) if cell else ""
+        amp = by_precision.get("mixed precision")
+        for p in precisions:
+            if p != "mixed precision" and "mixed precision" in precisions:
+                base = by_precision.get(p)
+                row[f"Time to train speedup ({p} to mixed precision)"] = (
+                    f"{base['seconds'] / amp['seconds']:.2f}x" if base and amp and amp["seconds"] else "")
+        rows.append(row)
     return rows
 
 
-def format_table(rows: list[dict], columns: tuple[str, ...], fmt: str) -> str:
+def throughput_rows(runs: list[RunLog]) -> list[dict]:
+    """Seed shape: GPUs | Throughput - P | Throughput speedup (P - mixed precision) | Weak scaling - P."""
+    measured = [r for r in runs if any("avg_exp_per_second_training" in f for f in r.final_results())]
+    rates: dict[tuple, list[float]] = defaultdict(list)
+    for run in measured:
+        rate = max(f["avg_exp_per_second_training"] for f in run.final_results() if "avg_exp_per_second_training" in f)
+        size = run.parameters().get("train_img_size")
+        rates[(f"{run.model} {size}px" if size else run.model, run.precision, run.ranks)].append(rate)
+    mean = {k: sum(v) / len(v) for k, v in rates.items()}
+    precisions = _precisions(measured)
+    rows = []
+    for model in sorted({k[0] for k in mean}):
+        gpu_counts = sorted({k[2] for k in mean if k[0] == model and k[2] is not None})
+        for ranks in gpu_counts:
+            row = {"Model": model, "GPUs": ranks}
+            for p in precisions:
+                row[f"Throughput - {p}"] = _fmt(mean.get((model, p, ranks)), ".1f")
+            amp = mean.get((model, "mixed precision", ranks))
+            for p in precisions:
+                if p != "mixed precision" and "mixed precision" in precisions:
+                    base = mean.get((model, p, ranks))
+                    row[f"Throughput speedup ({p} - mixed precision)"] = f"{amp / base:.2f}x" if amp and base else ""
+            for p in precisions:
+                counts = [n for n in gpu_counts if (model, p, n) in mean]
+                here = mean.get((model, p, ranks))
+                if not counts or here is None:
+                    row[f"Weak scaling - {p}"] = ""
+                    continue
+                base_n = counts[0]
+                speedup = here / mean[(model, p, base_n)]
+                efficiency = speedup / (ranks / base_n)
+                row[f"Weak scaling - {p}"] = f"{speedup:.2f}x ({100 * efficiency:.0f}% of {ranks // base_n}x)"
+            rows.append(row)
+    return rows
+
+
+def inference_rows(runs: list[RunLog]) -> list[dict]:
+    """Seed shape: Batch size | Resolution | Throughput Avg | Latency Avg | 90% | 95% | 99%, plus true percentiles."""
+    rows = []
+    for run in runs:
+        params = run.parameters()
+        for final in run.final_results():
+            if "avg_exp_per_second_eval" not in final or "latency_pct" not in final:
+                continue
+            if "EMA" in final.get("comment", ""):
+                continue  # same speed as the raw weights' pass
+            rows.append({
+                "Model": run.model, "Precision": run.precision, "GPUs": run.ranks,
+                "Batch size": params.get("eval_batch_size", ""), "Resolution": params.get("eval_img_size", ""),
+                "Throughput Avg": _fmt(final.get("avg_exp_per_second_eval"), ".1f"),
+                "Latency Avg (ms)": _fmt(final.get("latency_pct")),
+                "Latency 90% (ms)": _fmt(final.get("latency_90pct")),
+                "Latency 95% (ms)": _fmt(final.get("latency_95pct")),
+                "Latency 99% (ms)": _fmt(final.get("latency_99pct")),
+                "p50 (ms)": _fmt(final.get("latency_p50")), "p90 (ms)": _fmt(final.get("latency_p90")),
+                "p99 (ms)": _fmt(final.get("latency_p99")), "run": run.name,
+            })
+    return sorted(rows, key=lambda r: (r["Model"], r["Precision"], int(r["Batch size"] or 0)))
+
+
+TABLES = {"accuracy": accuracy_rows, "throughput": throughput_rows, "inference": inference_rows}
+
+
+def format_table(rows: list[dict], fmt: str) -> str:
+    columns = list(dict.fromkeys(c for r in rows for c in r))
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
@@ -105,25 +298,112 @@ def format_table(rows: list[dict], columns: tuple[str, ...], fmt: str) -> str:
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
+    if not rows:
+        return "(no runs with these results)"
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ plots
+
+
+def training_curves(run: RunLog) -> tuple[list[int], list[float], list[float]]:
+    """(global step, training loss, training top-1) from the (epoch, step) progress lines."""
+    steps_per_epoch = run.parameters().get("steps_per_epoch")
+    for r in run.logs():
+        if r.get("step") == "PARAMETER" and r["data"].get("steps_per_epoch"):
+            steps_per_epoch = r["data"]["steps_per_epoch"]
+    xs, losses, accs = [], [], []
+    for r in run.logs():
+        step, data = r.get("step"), r.get("data", {})
+        if isinstance(step, list) and len(step) == 2 and "training_loss" in data:
+            xs.append(step[0] * (steps_per_epoch or 0) + step[1])
+            losses.append(data["training_loss"])
+            accs.append(data.get("training_accuracy_top_1", float("nan")))
+    return xs, losses, accs
+
+
+def write_plots(runs: list[RunLog], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    rows = throughput_rows(runs)
+    if rows:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for column in [c for c in rows[0] if c.startswith("Throughput - ")]:
+            for model in sorted({r["Model"] for r in rows}):
+                pts = [(r["GPUs"], float(r[column])) for r in rows if r["Model"] == model and r.get(column)]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=f"{model} {column[len('Throughput - '):]}")
+        ax.set(xlabel="GPUs (ranks)", ylabel="training img/s", title="Training throughput")
+        ax.legend()
+        fig.tight_layout()
+        written.append(out / "throughput.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    curves = [(run, training_curves(run)) for run in runs]
+    curves = [(run, c) for run, c in curves if c[0]]
+    if curves:
+        fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+        for run, (xs, losses, accs) in curves:
+            loss_ax.plot(xs, losses, label=run.name)
+            acc_ax.plot(xs, accs, label=run.name)
+        loss_ax.set(xlabel="step", ylabel="training loss", title="Loss")
+        acc_ax.set(xlabel="step", ylabel="training top-1", title="Accuracy")
+        loss_ax.legend(fontsize="small")
+        fig.tight_layout()
+        written.append(out / "curves.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    rows = inference_rows(runs)
+    if rows:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in sorted({(r["Model"], r["Precision"]) for r in rows}):
+            pts = sorted((int(r["Batch size"]), float(r["Latency Avg (ms)"])) for r in rows
+                         if (r["Model"], r["Precision"]) == key and r["Latency Avg (ms)"])
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=" ".join(key))
+        ax.set(xlabel="batch size", ylabel="latency per batch (ms)", title="Inference latency", xscale="log")
+        ax.legend()
+        fig.tight_layout()
+        written.append(out / "latency.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--table", choices=(*TABLES, "all"), default="all")
     parser.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    parser.add_argument("--plot", type=Path, metavar="DIR", help="also write throughput, curves and latency PNGs here")
     args = parser.parse_args(argv)
     try:
-        runs = [read_log(p) for p in args.runs]
+        runs = read_runs(args.runs)
     except CollectError as err:
         print(f"collect: error: {err}", file=sys.stderr)
         return 2
-    print(format_table(accuracy_rows(runs), ACCURACY_COLUMNS, args.format))
+    names = list(TABLES) if args.table == "all" else [args.table]
+    outputs = {name: TABLES[name](runs) for name in names}
+    if args.format == "json":
+        print(json.dumps(outputs, indent=2))
+    else:
+        for name in names:
+            if len(names) > 1 and args.format == "md":
+                print(f"\n### {name}\n")
+            print(format_table(outputs[name], args.format))
+    if args.plot:
+        for path in write_plots(runs, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
     skipped = sum(r.skipped_lines for r in runs)
-    if skipped:
-        print(f"({skipped} non-dllogger line(s) skipped)", file=sys.stderr)
+    print(f"collect: {len(runs)} log(s), {sum(len(r.records) for r in runs)} records, {skipped} non-dllogger "
+          f"line(s) skipped", file=sys.stderr)
     return 0
 
 
