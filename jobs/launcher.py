@@ -47,7 +47,8 @@ def host_path(path: str) -> str:
 def job_header(resolved: ResolvedRecipe, profile: ClusterProfile, nodes_text: str) -> tuple[str, ...]:
     lines = [f"effnet-slurm: recipe {resolved.recipe} on cluster {profile.name}, {nodes_text} x "
              f"{profile.tasks_per_node} rank(s) per node",
-             f"global batch {resolved.global_batch}, peak lr {resolved.peak_lr:g}, launch {profile.launch}"]
+             f"mode {resolved.trainer_flags.get('mode', 'train_and_eval')}, global batch {resolved.global_batch}, "
+             f"peak lr {resolved.peak_lr:g}, launch {profile.launch}"]
     for s in resolved.stages:
         lines.append(f"stage {s['index'] + 1}: epochs {s['first_epoch']}-{s['last_epoch'] - 1} at "
                      f"{s['image_size']} px, mixup {s['mixup_alpha']:g}, cutmix {s['cutmix_alpha']:g}, "
@@ -97,7 +98,9 @@ def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict
     if time_limit_min is not None and time_limit_min < 1:
         raise ConfigError(f"--time {time_limit_min}: must be at least 1 minute")
     name = name or f"{recipe.name}-{profile.name}-{nodes}n"
-    if not all(c.isalnum() or c in "._-" for c in name):
+    # A sweep nests its experiments one level down: <sweep>/<N>n.
+    if not name or any(not part or not all(c.isalnum() or c in "._-" for c in part) for part in name.split("/")) \
+            or name.count("/") > 1 or name.startswith("."):
         raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
     paths = ExperimentPaths.create(profile.experiments_dir, name)
     data_dir = profile.data_dir if profile.uses_container else host_path(profile.data_dir)

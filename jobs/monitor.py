@@ -47,6 +47,24 @@ def wait_and_report(paths: ExperimentPaths, job) -> int:
     return 0
 
 
+def wait_for_sweep(sweep_dir: Path, submitted: list) -> int:
+    """Wait for every job of a sweep, then print its throughput (weak-scaling) table."""
+    from tools.collect import CollectError, format_table, read_runs, throughput_rows
+
+    failed = 0
+    for prepared, job in submitted:
+        try:
+            job.results()
+        except Exception as err:  # submitit's job errors carry the remote traceback
+            failed += 1
+            print(f"job {job.job_id} ({prepared.paths.name}) failed: {str(err).splitlines()[0]}", file=sys.stderr)
+    try:
+        print(format_table(throughput_rows(read_runs([sweep_dir])), "md"))
+    except CollectError as err:
+        print(f"(no results: {err})")
+    return 1 if failed else 0
+
+
 def sacct_attempts(job_id: str) -> list[dict]:
     """One row per attempt of the job (requeues included), from accounting; [] if unavailable."""
     fields = ("JobID", "State", "Start", "End", "Elapsed", "NodeList", "ExitCode")

@@ -289,3 +289,18 @@ def test_profile_validation_in_process():
         from_mapping({"name": "x", "gpu_type": "a100", "gpus_per_node": 8, "tasks_per_node": 4}, "x")
     with pytest.raises(ConfigError, match="local executor"):
         from_mapping({"name": "x", "executor": "local", "max_nodes": 2}, "x")
+
+
+def test_sweep_renders_one_job_per_node_count():
+    proc = submit_cli("--cluster", "dgxa100", "--sweep", "nodes=4,1,2", "--benchmark", "b0_amp", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("#SBATCH --nodes=")] == [
+        "#SBATCH --nodes=1", "#SBATCH --nodes=2", "#SBATCH --nodes=4"]
+    assert proc.stdout.count("# mode benchmark, global batch") == 3
+    assert "/lustre/experiments/effnet/sweep-b0_amp-bench-dgxa100/4n/submitit/%j_0_log.out" in proc.stdout
+    assert "node counts must be integers" in one_line_error(submit_cli("--cluster", "dgxa100", "--sweep", "nodes=1,a",
+                                                                       "b0_amp", "--dry-run"))
+    assert "only sweepable key is nodes" in one_line_error(submit_cli("--cluster", "dgxa100", "--sweep", "gpus=1",
+                                                                      "b0_amp", "--dry-run"))
+    assert "1 to 64" in one_line_error(submit_cli("--cluster", "dgxa100", "--sweep", "nodes=1,128", "b0_amp",
+                                                  "--dry-run"))

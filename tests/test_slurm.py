@@ -222,3 +222,16 @@ def test_cancel_stops_a_queued_job(slurm, profile):
     assert out.returncode == 0 and job in out.stdout, out.stderr
     assert wait_done(job, slurm) == ["CANCELLED"]
     subprocess.run(["scancel", blocker], env=slurm)
+
+
+def test_benchmark_sweep_gives_a_weak_scaling_table(slurm, profile):
+    proc = submit(profile, "--sweep", "nodes=1,2", "--benchmark", "smoke", "--wait", *TINY[:2],
+                  "--set", "benchmark_steps=20", "--set", "benchmark_warmup_steps=3", "--set", "log_steps=5", env=slurm)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| B0 48px |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["2", "4"]
+    assert "1.00x (100% of 1x)" in rows[0] and "% of 2x)" in rows[1]
+    sweep = profile.parent / "experiments" / "sweep-smoke-bench-testslurm"
+    out = subprocess.run([sys.executable, "-m", "tools.collect", str(sweep), "--table", "throughput"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and rows[1] in out.stdout
