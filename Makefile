@@ -12,7 +12,7 @@ STAMP_HVD   := $(VENV)/.horovod-$(HOROVOD_VERSION)
 
 PYTEST_ARGS ?=
 
-.PHONY: setup deps horovod test demo clean
+.PHONY: setup deps horovod test demo bench clean
 
 setup: deps horovod
 
@@ -59,6 +59,11 @@ demo: setup
 	$(PY) -m tools.demo_data runs/demo-data --no-mnist
 	rm -rf runs/experiments/smoke-local-1n
 	$(PY) -m jobs.submit --cluster local smoke
+
+# Every benchmark figure against its same-run reference (P4 needs the local Slurm: run as root).
+bench: setup
+	@if [ "$$(id -u)" = 0 ]; then $(PY) -m tools.local_slurm up || exit 1; fi
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
