@@ -141,3 +141,16 @@ def test_plots_render(requeued_run, tmp_path):
     for path in written:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_readme_results_section_is_rewritten_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{collect.README_BEGIN}\nold text\n{collect.README_END}\nafter\n")
+    proc = collect_cli(str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(readme))
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    assert "old text" not in text and text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
+    assert "no GPU)" in text and "| B0 | 8 | 77.59% (raw) | 8.50 h |" in text
+    readme.write_text("no markers\n")
+    bad = collect_cli(str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(readme))
+    assert bad.returncode == 2 and "no results markers" in bad.stderr

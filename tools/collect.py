@@ -377,16 +377,59 @@ def write_plots(runs: list[RunLog], out: Path) -> list[Path]:
     return written
 
 
+README_BEGIN = "<!-- results:begin (written by python -m tools.collect --readme) -->"
+README_END = "<!-- results:end -->"
+
+
+def results_section(runs: list[RunLog], bench_json: Path | None) -> str:
+    """The README's results: our CPU runs' tables, labelled with the machine, plus the bench figures."""
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    parts = [f"**CPU figures from {platform.node()} ({cpu}, {os.cpu_count()} cores, no GPU).** Tiny models and "
+             f"resolutions that exercise the code paths; they say nothing about ImageNet accuracy or GPU speed. "
+             f"The reference numbers are NVIDIA's GPU tables in the seed README (DGX A100 / DGX-1 V100); they are "
+             f"cited there, not reproduced here.", ""]
+    for title, rows in (("Training accuracy", accuracy_rows(runs)), ("Training throughput", throughput_rows(runs)),
+                        ("Inference", inference_rows(runs))):
+        parts += [f"{title} ({', '.join(sorted({r.name for r in runs}))}):", "", format_table(rows, "md"), ""]
+    if bench_json is not None:
+        from bench.__main__ import summary_rows
+
+        results = json.loads(bench_json.read_text())
+        parts += [f"`python -m bench` ({results.get('started', '')}):", "", "| figure | what | ours | target |",
+                  "|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in summary_rows(results)), ""]
+    return "\n".join(parts)
+
+
+def write_readme(readme: Path, section: str) -> None:
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise CollectError(f"{readme}: no results markers ({README_BEGIN} ... {README_END})")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(f"{head}{README_BEGIN}\n{section}\n{README_END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--table", choices=(*TABLES, "all"), default="all")
     parser.add_argument("--format", choices=("md", "csv", "json"), default="md")
     parser.add_argument("--plot", type=Path, metavar="DIR", help="also write throughput, curves and latency PNGs here")
+    parser.add_argument("--readme", type=Path, metavar="FILE",
+                        help="rewrite FILE's results section (between its markers) from these runs")
+    parser.add_argument("--bench-json", type=Path, help="with --readme: add the figures of `python -m bench`")
     args = parser.parse_args(argv)
     try:
         runs = read_runs(args.runs)
-    except CollectError as err:
+        if args.readme:
+            write_readme(args.readme, results_section(runs, args.bench_json))
+            print(f"collect: wrote the results section of {args.readme}", file=sys.stderr)
+            return 0
+    except (CollectError, OSError) as err:
         print(f"collect: error: {err}", file=sys.stderr)
         return 2
     names = list(TABLES) if args.table == "all" else [args.table]
