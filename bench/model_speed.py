@@ -12,7 +12,6 @@ inference function against `model.predict` on the same model. Target: >= 1.0.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench import report_figures  # noqa: E402
 from effnet.config.model import load_model_config  # noqa: E402
 from effnet.model.efficientnet import build_model  # noqa: E402
 from effnet.train.ema import ExponentialMovingAverage  # noqa: E402
@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "P3 throughput ratio (target >= 1.0)": p3["ours img/s @32"] / p3["keras predict img/s @32"],
         "P3 p50 latency ratio keras/ours (target >= 1.0)": p3["keras predict p50 ms @1"] / p3["ours p50 ms @1"],
     }
-    for key, value in figures.items():
-        print(f"{key:<50}{value:>10.2f}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    report_figures(figures, args.json, digits=2)
     return 0
 
 

@@ -12,7 +12,6 @@ it with a job in the `high` partition once training runs, and reports:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import report_figures
 from effnet.log import parse_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "SLURM_CONF": str(SLURM_CONF), "TF_CPP_MIN_LOG_LEVEL": "2"}
     with tempfile.TemporaryDirectory() as tmp:
         figures = measure(Path(tmp), env)
-    for key, value in figures.items():
-        print(f"{key:<56}{value:>10.1f}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    report_figures(figures, args.json, digits=1)
     return 0
 
 
