@@ -4,9 +4,12 @@
 
 Trains B0 at 32 px with the trainer's own command line, then reports the best validation top-1
 (raw and EMA weights) and the wall time. Target: >= 97% within 10 minutes on a 2-core CPU.
-Small digits need gentle crops (min_crop_area 0.6, no eval crop padding) instead of ImageNet's, and
-no random flip: a mirrored 2, 3, 7 or 9 is not that digit, and with the flip B0 stalls near 25% for epochs.
-A short run wants fast BN statistics (bn_momentum 0.9) and no dropout, drop-connect or label smoothing.
+Small digits want no random crop at all (min_crop_area 1.0 with crop_padding 0: train sees the whole
+image, as eval does) and no random flip: a mirrored 2, 3, 7 or 9 is not that digit, and with the flip B0
+stalls near 25% for epochs. With min_crop_area 0.6, B0 underfit in 8 epochs (train ~95%) and plateaued at
+96-97% validation; lr_init 0.008 was worse (94%). A short run wants fast BN statistics (bn_momentum 0.9),
+no dropout, drop-connect or label smoothing, and EMA 0.995. --seed 0 pins the run-to-run variance
+(deterministic ops); on 500 validation images one image is 0.2%.
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ from pathlib import Path
 
 from effnet.log import parse_line
 
-RECIPE = ["--cfg", "b0", "--mparams", "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0",
+RECIPE = ["--cfg", "b0", "--seed", "0",
+          "--mparams", "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0",
           "--train_img_size", "32", "--eval_img_size", "32", "--train_batch_size", "32", "--eval_batch_size", "250",
           "--optimizer", "rmsprop", "--lr_init", "0.004", "--warmup_epochs", "1", "--lr_decay", "cosine",
-          "--label_smoothing", "0", "--augmenter_name", "none", "--min_crop_area", "0.6", "--crop_padding", "0",
-          "--norandom_flip", "--moving_average_decay", "0.99", "--num_epochs_between_eval", "2", "--log_steps", "70",
+          "--label_smoothing", "0", "--augmenter_name", "none", "--min_crop_area", "1.0", "--crop_padding", "0",
+          "--norandom_flip", "--moving_average_decay", "0.995", "--num_epochs_between_eval", "2", "--log_steps", "70",
           "--noexport_savedmodel", "--notensorboard"]
 
 
