@@ -49,7 +49,7 @@ horovod: $(STAMP_HVD)
 # whatever the result. Without root those tests skip and say why.
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then $(PY) -m tools.local_slurm up || exit 1; fi; \
-	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS); status=$$?; \
 	if [ "$$(id -u)" = 0 ]; then $(PY) -m tools.local_slurm down; fi; \
 	exit $$status
 

@@ -181,7 +181,7 @@ def test_time_limit_requeues_before_walltime(slurm, profile, tmp_path):
     chained = tmp_path / "chained.toml"
     chained.write_text(text.replace(f'experiments_dir = "{profile.parent / "experiments"}"',
                                     f'experiments_dir = "{tmp_path / "experiments"}"'))
-    epochs, steps = 1, 500
+    epochs, steps = 1, 400
     proc = submit(chained, "--nodes", "1", "smoke", "--name", "chained", "--time", "2", *TINY,
                   "--set", f"max_epochs={epochs}", "--set", f"steps_per_epoch={steps}", "--set", "log_steps=10",
                   "--set", "warmup_epochs=0", env=slurm)
