@@ -171,30 +171,42 @@ def test_preemption_checkpoints_requeues_and_resumes_exactly(slurm, profile, bas
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
-def test_time_limit_requeues_before_walltime(slurm, profile, tmp_path):
-    """--time 2 with the signal 30 s before the limit: checkpoint, requeue, resume, finish.
+def _elapsed_seconds(job: str, env: dict) -> int:
+    text = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], env=env, capture_output=True,
+                          text=True).stdout.strip()
+    parts = [int(p) for p in text.replace("-", ":").split(":")] if text else [0]
+    return sum(p * m for p, m in zip(reversed(parts), (1, 60, 3600, 86400)))
 
-    Slurm checks time limits about every 30 s, so the signal comes 60-90 s into each attempt; after
-    about 35 s of start-up that leaves each attempt 25-55 s of training."""
-    text = profile.read_text().replace("max_requeues = 5", "max_requeues = 8")
-    text = text.replace("signal_delay_s = 60", "signal_delay_s = 30")
-    chained = tmp_path / "chained.toml"
-    chained.write_text(text.replace(f'experiments_dir = "{profile.parent / "experiments"}"',
-                                    f'experiments_dir = "{tmp_path / "experiments"}"'))
-    epochs, steps = 1, 400
-    proc = submit(chained, "--nodes", "1", "smoke", "--name", "chained", "--time", "2", *TINY,
-                  "--set", f"max_epochs={epochs}", "--set", f"steps_per_epoch={steps}", "--set", "log_steps=10",
+
+def test_time_limit_requeues_before_walltime(slurm, profile):
+    """The time-limit signal (USR2 60 s before the limit) checkpoints, requeues and resumes.
+
+    To hit the limit during training whatever this machine's speed, the job starts with a long
+    limit; once it trains, the limit is cut so that less than the signal delay remains, and it is
+    raised again after the requeue so the next attempt can finish."""
+    steps = 1000
+    proc = submit(profile, "--nodes", "1", "smoke", "--name", "chained", "--time", "20", *TINY,
+                  "--set", "max_epochs=1", "--set", f"steps_per_epoch={steps}", "--set", "log_steps=10",
                   "--set", "warmup_epochs=0", env=slurm)
     assert proc.returncode == 0, proc.stderr
     job = job_id_of(proc.stdout)
-    states = wait_done(job, slurm, timeout_s=1200)
-    model_dir = tmp_path / "experiments" / "chained" / "model"
+    model_dir = experiment(profile, "chained") / "model"
+    wait_for_step(model_dir, (0, 20))
+    limit_min = _elapsed_seconds(job, slurm) // 60 + 2  # 60-120 s left: the signal is due within a minute
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}"], env=slurm, check=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and "REQUEUED" not in sacct_states(job, slurm):
+        time.sleep(1)
+    assert "REQUEUED" in sacct_states(job, slurm), "the time-limit signal never requeued the job"
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=20"], env=slurm, check=True)
+    states = wait_done(job, slurm, timeout_s=900)
     assert states[-1] == "COMPLETED" and len(states) >= 2, states
     recs = records(model_dir)
-    assert [r for r in recs if r["type"] == "LOG" and r["data"].get("exit_code") == 75]
+    stops = [r["data"] for r in recs if r["type"] == "LOG" and r["data"].get("exit_code") == 75]
+    assert stops and 20 <= stops[0]["global_step"] < steps
     assert train_steps(model_dir) == [(0, s) for s in range(10, steps + 1, 10)]
-    batch_log = (tmp_path / "experiments" / "chained" / "submitit" / f"{job}_0_log.out").read_text()
-    assert "checkpointed on signal; requeue 1 of 8" in batch_log
+    batch_log = (experiment(profile, "chained") / "submitit" / f"{job}_0_log.out").read_text()
+    assert "checkpointed on signal; requeue 1 of 5" in batch_log
     assert f"effnet-slurm: job {job} attempt 2" in batch_log  # appended, not truncated
 
 
