@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import keras
 import numpy as np
@@ -87,6 +88,24 @@ def test_evaluate_on_a_known_set():
     want = -np.mean(np.sum(labels * tf.nn.log_softmax(logits).numpy(), -1))
     assert result["eval_loss"] == pytest.approx(want, rel=1e-6)
     assert result["latency_p50"] > 0 and result["avg_exp_per_second_eval"] > 0
+
+
+def test_eval_latency_leaves_out_each_new_batch_shape():
+    # A new shape (the first batch, the short last one) means tracing: seconds that are not latency.
+    seen = set()
+
+    def infer(images):
+        if images.shape not in seen:
+            seen.add(images.shape)
+            time.sleep(0.5)
+        return tf.constant(images)
+
+    images = np.eye(6, dtype=np.float32)[[0, 1, 2, 3, 4, 5, 0]]
+    ds = tf.data.Dataset.from_tensor_slices(({"image": images, "skipped": np.zeros(7, np.int64)}, images)).batch(3)
+    result = evaluate(infer, ds)
+    assert result["eval_examples"] == 7
+    assert result["latency_p99"] < 250   # only the second batch of 3 was timed
+    assert result["avg_exp_per_second_eval"] > 3 / 0.25
 
 
 def test_predict_writes_json_and_csv(tmp_path):

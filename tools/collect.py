@@ -42,9 +42,14 @@ class CollectError(ValueError):
 
 @dataclass
 class RunLog:
+    """One log file, parsed once: its records, split into requeue segments, and its end-of-run summaries."""
     path: Path
     records: list[dict] = field(default_factory=list)
     skipped_lines: int = 0
+
+    def __post_init__(self) -> None:
+        self._segments = _split_segments(self.records)
+        self._finals = _last_final_results(self._segments)
 
     @property
     def name(self) -> str:
@@ -64,25 +69,11 @@ class RunLog:
 
     def final_results(self) -> list[dict]:
         """End-of-run summaries (step == []) of the last segment that produced any."""
-        finals: list[dict] = []
-        for segment in self.segments():
-            found = [r["data"] for r in segment if r.get("type") == "LOG" and r.get("step") == []
-                     and ("eval_accuracy_top_1" in r.get("data", {}) or "avg_exp_per_second_training" in r.get("data", {})
-                          or "avg_exp_per_second_eval" in r.get("data", {}))]
-            finals = found or finals
-        return finals
+        return self._finals
 
     def segments(self) -> list[list[dict]]:
         """One list per process lifetime: a requeued run appends a new segment whose clock restarts."""
-        out: list[list[dict]] = []
-        last = None
-        for r in self.records:
-            elapsed = _float(r.get("elapsedtime"))
-            if not out or (elapsed is not None and last is not None and elapsed < last):
-                out.append([])
-            out[-1].append(r)
-            last = elapsed if elapsed is not None else last
-        return out
+        return self._segments
 
     def wall_seconds(self) -> float:
         return sum(max((_float(r.get("elapsedtime")) or 0.0) for r in seg) for seg in self.segments() if seg)
@@ -127,6 +118,30 @@ def _float(value) -> float | None:
         return None
 
 
+def _split_segments(records: list[dict]) -> list[list[dict]]:
+    out: list[list[dict]] = []
+    last = None
+    for r in records:
+        elapsed = _float(r.get("elapsedtime"))
+        if not out or (elapsed is not None and last is not None and elapsed < last):
+            out.append([])
+        out[-1].append(r)
+        last = elapsed if elapsed is not None else last
+    return out
+
+
+_SUMMARY_KEYS = ("eval_accuracy_top_1", "avg_exp_per_second_training", "avg_exp_per_second_eval")
+
+
+def _last_final_results(segments: list[list[dict]]) -> list[dict]:
+    finals: list[dict] = []
+    for segment in segments:
+        found = [r["data"] for r in segment if r.get("type") == "LOG" and r.get("step") == []
+                 and any(k in r.get("data", {}) for k in _SUMMARY_KEYS)]
+        finals = found or finals
+    return finals
+
+
 def _is_dllogger_file(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -153,8 +168,9 @@ def find_logs(path: Path) -> list[Path]:
 def read_log(path: Path) -> RunLog:
     """One log file (or the log of one run directory)."""
     files = find_logs(path) if not path.is_file() else [path]
-    run = RunLog(files[0])
-    with open(run.path, errors="replace") as f:
+    records: list[dict] = []
+    skipped = 0
+    with open(files[0], errors="replace") as f:
         for line in f:
             line = line.strip()
             if not line:
@@ -163,10 +179,10 @@ def read_log(path: Path) -> RunLog:
             for piece in pieces:
                 record = parse_line(piece.strip())
                 if record is None:
-                    run.skipped_lines += 1
+                    skipped += 1
                 else:
-                    run.records.append(record)
-    return run
+                    records.append(record)
+    return RunLog(files[0], records, skipped)
 
 
 def read_runs(paths: list[Path]) -> list[RunLog]:
@@ -363,11 +379,12 @@ def write_plots(runs: list[RunLog], out: Path) -> list[Path]:
     rows = inference_rows(runs)
     if rows:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key in sorted({(r["Model"], r["Precision"]) for r in rows}):
+        for model, precision, gpus in sorted({(r["Model"], r["Precision"], r["GPUs"] or 1) for r in rows}):
             pts = sorted((int(r["Batch size"]), float(r["Latency Avg (ms)"])) for r in rows
-                         if (r["Model"], r["Precision"]) == key and r["Latency Avg (ms)"])
+                         if (r["Model"], r["Precision"], r["GPUs"] or 1) == (model, precision, gpus)
+                         and r["Latency Avg (ms)"])
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=" ".join(key))
+                ax.plot(*zip(*pts), marker="o", label=f"{model} {precision} {gpus} GPU{'s' if gpus > 1 else ''}")
         ax.set(xlabel="batch size", ylabel="latency per batch (ms)", title="Inference latency", xscale="log")
         ax.legend()
         fig.tight_layout()

@@ -3,7 +3,8 @@
 Each rank runs its shard once; loss and top-1/top-5 counts are summed locally and then
 allreduced once, so the metrics are those of the full split (the reference reported
 rank-local numbers on a truncated subset). Latency is per batch on this rank, excluding the
-first (tracing) batch.
+first batch of each shape: that call traces (and with XLA compiles) the inference function, so
+the short last batch of a split would otherwise report seconds of tracing as its latency.
 """
 from __future__ import annotations
 
@@ -36,13 +37,16 @@ def evaluate(infer, dataset: tf.data.Dataset) -> dict[str, float]:
     skipped = 0
     times: list[float] = []
     examples_timed = 0
-    for i, (features, labels) in enumerate(dataset):
+    traced_shapes: set[tuple] = set()
+    for features, labels in dataset:
+        shape = tuple(features["image"].shape)
         start = time.perf_counter()
         logits = infer(features["image"])
         batch_sums = _batch_sums(labels, logits).numpy()  # .numpy() waits for the device
-        if i > 0:
+        if shape in traced_shapes:
             times.append(time.perf_counter() - start)
             examples_timed += int(labels.shape[0])
+        traced_shapes.add(shape)
         sums += batch_sums
         skipped = int(features["skipped"][-1])
     total = dist.allreduce_sum(tf.concat([sums, [float(skipped)]], 0), "eval_sums").numpy()
