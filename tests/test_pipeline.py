@@ -294,14 +294,25 @@ def test_out_of_range_labels_are_skipped(tmp_path):
     assert 7 not in labels and int(batches[-1][0]["skipped"][-1]) >= 1
 
 
-@pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0), (0.2, 1.0)])
-def test_deferred_mixing_equals_mixing_in_the_pipeline(shards, mixup, cutmix):
-    stage = StageAugment(augmenter="none", mixup_alpha=mixup, cutmix_alpha=cutmix)
+@pytest.mark.parametrize("augmenter,mixup,cutmix", [("none", 0.4, 0.0), ("none", 0.0, 1.0), ("autoaugment", 0.2, 1.0),
+                                                     ("randaugment", 0.0, 0.0)])
+def test_deferred_augmentation_equals_augmentation_in_the_pipeline(shards, augmenter, mixup, cutmix):
+    stage = StageAugment(augmenter=augmenter, raug_magnitude=7, mixup_alpha=mixup, cutmix_alpha=cutmix)
     train = open_split("tfrecord", str(shards), "train")
     here = InputPipeline(train, None, PipelineConfig(batch_size=4, num_classes=3, seed=9))
     there = InputPipeline(train, None, PipelineConfig(batch_size=4, num_classes=3, seed=9, defer_img_mixing=True))
-    for (fa, la), (fb, lb) in zip(here.train(0, 24, stage, 1), there.train(0, 24, stage, 1)):
-        assert "mix_weight" in fb and "mix_weight" not in fa
-        np.testing.assert_allclose(InputPipeline.mix_on_device(fb).numpy(), fa["image"].numpy(), rtol=1e-6)
+    plain = InputPipeline(train, None, PipelineConfig(batch_size=4, num_classes=3, seed=9))
+    changed = []
+    for (fa, la), (fb, lb), (fc, _) in zip(here.train(0, 24, stage, 1), there.train(0, 24, stage, 1),
+                                           plain.train(0, 24, StageAugment(augmenter="none"), 1)):
+        mixing = mixup > 0 or cutmix > 0
+        assert fb["image"].dtype == tf.uint8 and fa["image"].dtype == (tf.float32 if mixing else tf.uint8)
+        assert ("mix_weight" in fb) == mixing and "mix_weight" not in fa
+        on_device = tf.function(InputPipeline.on_device)(fb, stage)
+        assert on_device.dtype == fa["image"].dtype
+        np.testing.assert_allclose(on_device.numpy(), fa["image"].numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(fb["image"].numpy(), fc["image"].numpy())  # crop and flip only
         np.testing.assert_array_equal(la.numpy(), lb.numpy())
         np.testing.assert_allclose(la.numpy().sum(-1), 1.0, rtol=1e-6)
+        changed.append(not np.array_equal(fa["image"].numpy(), fc["image"].numpy()))
+    assert any(changed) == (augmenter != "none" or mixup > 0 or cutmix > 0)

@@ -76,7 +76,11 @@ def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):
 
 def test_eval_and_predict_modes_use_the_checkpoint(mnist, tmp_path):
     model_dir = tmp_path / "run"
-    assert run_cli(*train_args(mnist, model_dir, "--max_epochs", "1")).returncode == 0
+    # Trained with RandAugment and mixup deferred to the device (the pipeline hands over uint8 batches).
+    trained = run_cli(*train_args(mnist, model_dir, "--max_epochs", "1", "--defer_img_mixing"))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    flags = [r["data"] for r in records(model_dir) if "defer_img_mixing" in r.get("data", {})]
+    assert [f["defer_img_mixing"] for f in flags] == [True]
     result = run_cli("--mode", "eval", "--data_dir", str(mnist), "--model_dir", str(model_dir),
                      "--moving_average_decay", "0.9", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]

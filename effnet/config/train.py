@@ -40,7 +40,7 @@ class TrainConfig:
     raug_magnitude: float = _f(10.0, "RandAugment: magnitude (0-10) of the last stage")
     mixup_alpha: float = _f(0.0, "mixup Beta(alpha, alpha) of the last stage; 0 = off")
     cutmix_alpha: float = _f(0.0, "cutmix Beta(alpha, alpha) of the last stage; 0 = off")
-    defer_img_mixing: bool = _f(False, "blend mixup/cutmix images on the device instead of in the input pipeline")
+    defer_img_mixing: bool = _f(False, "run AutoAugment/RandAugment and mixup/cutmix on the device instead of in the input pipeline")
     data_threads: int = _f(0, "input pipeline private thread pool size (0: TensorFlow's default pool)")
     min_crop_area: float = _f(0.05, "smallest random train crop, as a fraction of the image area")
     crop_padding: int = _f(32, "eval/predict center crop: image_size/(image_size+crop_padding) of the short side")

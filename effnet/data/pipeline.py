@@ -12,7 +12,11 @@ position in the epoch, and a gap between consecutive positions is a skipped reco
 batch carries the running count in `skipped`.
 
 Speed: parallel interleave over files, AUTOTUNE maps, a private thread pool, partial JPEG
-decode of just the crop, and mixing applied to whole batches (or deferred to the device).
+decode of just the crop, and augmentation applied to whole uint8 batches: AutoAugment and
+RandAugment run each op once per batch on the images that drew it, and mixup/cutmix blend the
+batch. Per image, only the crop, flip and resize run. With `defer_img_mixing` the batch
+leaves the pipeline as uint8 with its augmentation seed and mixing plan, and
+`InputPipeline.on_device` applies the same augmentation and mixing on the accelerator.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ class PipelineConfig:
     seed: int = 0
     rank: int = 0
     threads: int = 0                     # private thread pool size; 0 = tf.data default
-    defer_img_mixing: bool = False       # mix images on the device instead of here
+    defer_img_mixing: bool = False       # augment and mix on the device instead of here
     min_crop_area: float = 0.05          # smallest train crop, as a fraction of the image area
     crop_padding: int = 32               # eval crop: image_size / (image_size + crop_padding) of the short side
     random_flip: bool = True             # random left-right flip of training images
@@ -75,7 +79,7 @@ def _count_gaps(state, element):
     return (index, skipped), {**element, "skipped": skipped}
 
 
-def make_augmenter(stage: StageAugment):
+def make_augmenter(stage: StageAugment) -> AutoAugment | RandAugment | None:
     if stage.augmenter == "autoaugment":
         return AutoAugment("v0")
     if stage.augmenter == "randaugment":
@@ -83,6 +87,16 @@ def make_augmenter(stage: StageAugment):
     if stage.augmenter == "none":
         return None
     raise ValueError(f"unknown augmenter {stage.augmenter!r}; valid: autoaugment, randaugment, none")
+
+
+def augment_batch(stage: StageAugment, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The stage's AutoAugment or RandAugment on a uint8 batch, each image with its own draws."""
+    augmenter = make_augmenter(stage)
+    if isinstance(augmenter, RandAugment):
+        return augmenter.apply_batch(images, seed, magnitude=stage.raug_magnitude)
+    if augmenter is not None:
+        return augmenter.apply_batch(images, seed)
+    return images
 
 
 class InputPipeline:
@@ -106,9 +120,12 @@ class InputPipeline:
         defaults to start_step * batch_size, which is exact unless records were skipped before.
         `steps` caps the epoch's length (default: the whole split, `steps_per_epoch`).
 
-        Elements: ({"image": float32 [B,S,S,3], "index": int64 [B], "skipped": int64 [B],
-        and with deferred mixing "mix_weight" [B,S,S,1] and "mix_partner" [B]}, labels [B, classes]),
-        labels one-hot or, with mixup/cutmix, mixed.
+        Elements: ({"image": [B,S,S,3], "index": int64 [B], "skipped": int64 [B]}, labels [B, classes]),
+        labels one-hot or, with mixup/cutmix, mixed. Images are 0-255 uint8 (a quarter of the
+        bytes to batch and to copy to the device; the model casts), float32 once mixup/cutmix
+        blended them. With deferred mixing "image" is the uint8 batch before augmentation, with
+        "augment_seed" [2] and, when mixing, "mix_weight" [B,S,S,1] and "mix_partner" [B]:
+        `on_device(features, stage)` finishes it.
         """
         assert self.train_set is not None
         cfg = self.cfg
@@ -118,21 +135,14 @@ class InputPipeline:
         records = self.train_set.records(epoch_seed).shuffle(SHUFFLE_BUFFER, seed=epoch_seed)
         # A rank may hold slightly fewer records than steps * batch: cycling keeps every rank in step.
         ds = records.repeat().enumerate().skip(start_record)
-        augmenter = make_augmenter(stage)
 
         def decode(index, record):
             image_bytes, label = record
-            seed = example_seed(cfg.seed, cfg.rank, epoch, index)
-            crop_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-            image = preprocess_train(image_bytes, image_size, crop_seed, cfg.min_crop_area, cfg.crop_padding,
-                                     cfg.random_flip)
-            if isinstance(augmenter, RandAugment):
-                image = augmenter(image, magnitude=stage.raug_magnitude, seed=aug_seed)
-            elif augmenter is not None:
-                image = augmenter(image, seed=aug_seed)
+            image = preprocess_train(image_bytes, image_size, example_seed(cfg.seed, cfg.rank, epoch, index),
+                                     cfg.min_crop_area, cfg.crop_padding, cfg.random_flip)
             tf.debugging.assert_less(label, cfg.num_classes, message="label out of range")
             tf.debugging.assert_non_negative(label, message="label out of range")
-            return {"image": tf.cast(image, tf.float32), "index": index, "label": label}
+            return {"image": image, "index": index, "label": label}
 
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
         ds = ds.scan((tf.constant(start_record - 1, tf.int64), tf.constant(0, tf.int64)), _count_gaps)
@@ -142,26 +152,37 @@ class InputPipeline:
         return ds.prefetch(AUTOTUNE).with_options(_options(cfg.threads, deterministic=True))
 
     def _finish_batch(self, batch: dict, epoch: int, stage: StageAugment):
+        """One-hot labels, the batch's augmentation and mixing, from a seed of its first position."""
         cfg = self.cfg
         labels = tf.one_hot(batch.pop("label"), cfg.num_classes, dtype=tf.float32)
-        if stage.mixup_alpha <= 0 and stage.cutmix_alpha <= 0:
-            return batch, labels
-        images = batch["image"]
-        shape = tf.shape(images)
+        images = batch.pop("image")
         seed = example_seed(cfg.seed, cfg.rank, epoch, -1 - batch["index"][0])
-        weights, label_weights, partner = mixing_plan(shape[0], shape[1], shape[2],
-                                                      stage.mixup_alpha, stage.cutmix_alpha, seed)
-        labels = blend(labels, label_weights, partner)
+        augment_seed, mixing_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        mixing = stage.mixup_alpha > 0 or stage.cutmix_alpha > 0
+        if mixing:
+            shape = tf.shape(images)
+            weights, label_weights, partner = mixing_plan(shape[0], shape[1], shape[2],
+                                                          stage.mixup_alpha, stage.cutmix_alpha, mixing_seed)
+            labels = blend(labels, label_weights, partner)
         if cfg.defer_img_mixing:
-            return {**batch, "mix_weight": weights, "mix_partner": partner}, labels
-        return {**batch, "image": blend(images, weights, partner)}, labels
+            deferred = {"image": images, "augment_seed": augment_seed}
+            if mixing:
+                deferred.update(mix_weight=weights, mix_partner=partner)
+            return {**batch, **deferred}, labels
+        images = augment_batch(stage, images, augment_seed)
+        if mixing:
+            images = blend(tf.cast(images, tf.float32), weights, partner)
+        return {**batch, "image": images}, labels
 
     @staticmethod
-    def mix_on_device(features: dict) -> tf.Tensor:
-        """The batch's images, blended as planned when mixing was deferred to the device."""
-        if "mix_weight" not in features:
+    def on_device(features: dict, stage: StageAugment) -> tf.Tensor:
+        """The batch's images, augmented and mixed here when the pipeline deferred that."""
+        if "augment_seed" not in features:
             return features["image"]
-        return blend(features["image"], features["mix_weight"], features["mix_partner"])
+        images = augment_batch(stage, features["image"], features["augment_seed"])
+        if "mix_weight" in features:
+            images = blend(tf.cast(images, tf.float32), features["mix_weight"], features["mix_partner"])
+        return images
 
     def eval(self, image_size: int, batch_size: int) -> tf.data.Dataset:
         """This rank's whole share of the eval split, once, in order; the last batch may be partial."""

@@ -99,6 +99,7 @@ class Trainer:
             objects["ema"] = self.ema
         self.checkpoints = Checkpointer(cfg.model_dir, objects, cfg.keep_checkpoints, dist.rank() == 0)
         self.infer = make_inference_fn(self.model, cfg.use_xla)
+        self._on_device = tf.function(InputPipeline.on_device, reduce_retracing=True)
         self.summary_writer = (tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tensorboard"))
                                if cfg.tensorboard and dist.rank() == 0 else None)
 
@@ -113,7 +114,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _batches(self, epoch: int) -> Iterator:
+    def _batches(self, epoch: int) -> Iterator[tuple[tf.Tensor, tf.Tensor, dict]]:
+        """(images, labels, features) of the rest of `epoch`; deferred augmentation and mixing done here."""
         stage = self.schedule.at_epoch(epoch)
         augment = StageAugment(self.cfg.augmenter_name, self.cfg.raug_num_layers, stage.raug_magnitude,
                                stage.mixup_alpha, stage.cutmix_alpha)
@@ -121,7 +123,9 @@ class Trainer:
         start_record = int(self.state.next_record.numpy())
         dataset = self.data.train(epoch, stage.image_size, augment, self.world, start_step=start_step,
                                   start_record=start_record, steps=self.steps_per_epoch)
-        return iter(dataset)
+        for features, labels in dataset:
+            images = self._on_device(features, augment) if self.cfg.defer_img_mixing else features["image"]
+            yield images, labels, features
 
     def _preemption_requested(self, flag: PreemptionFlag) -> bool:
         """True on every rank as soon as any rank received a checkpoint signal."""
@@ -158,8 +162,7 @@ class Trainer:
         interval_start = time.perf_counter()
         segment_skipped_base = int(self.state.skipped_records.numpy())
         progress = _progress_bar(self.steps_per_epoch, int(self.state.step_in_epoch.numpy()), epoch)
-        for features, labels in self._batches(epoch):
-            images = InputPipeline.mix_on_device(features)
+        for images, labels, features in self._batches(epoch):
             loss, batch_correct = self.step(images, labels)
             if self.ema is not None:
                 self.ema.update()

@@ -67,6 +67,7 @@ class TrainStep:
         self._update = tf.function(self._accumulate_and_apply, reduce_retracing=True)
 
     def _forward_backward(self, images, labels):
+        images = tf.cast(images, tf.float32)   # the input pipeline hands over uint8 unless it mixed images
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             loss = tf.reduce_mean(cross_entropy(labels, logits, self.cfg.label_smoothing))
