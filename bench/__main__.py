@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         skip.add("convergence")
     plan = {
-        "p1p3": ("bench.model_speed", ["--steps", "6" if args.quick else "10"]),
+        "p1p3": ("bench.model_speed", ["--steps", "6", "--rounds", "1"] if args.quick else ["--steps", "10"]),
         "p2": ("bench.input_pipeline", ["--images", "256", "--seconds", "4" if args.quick else "8"]),
         "p4": ("bench.preemption", []),
         "convergence": ("bench.convergence", []),
