@@ -308,7 +308,7 @@ def test_deferred_augmentation_equals_augmentation_in_the_pipeline(shards, augme
         mixing = mixup > 0 or cutmix > 0
         assert fb["image"].dtype == tf.uint8 and fa["image"].dtype == (tf.float32 if mixing else tf.uint8)
         assert ("mix_weight" in fb) == mixing and "mix_weight" not in fa
-        on_device = tf.function(InputPipeline.on_device)(fb, stage)
+        on_device = tf.function(InputPipeline.augment_and_mix)(fb, stage)
         assert on_device.dtype == fa["image"].dtype
         np.testing.assert_allclose(on_device.numpy(), fa["image"].numpy(), rtol=1e-6)
         np.testing.assert_array_equal(fb["image"].numpy(), fc["image"].numpy())  # crop and flip only

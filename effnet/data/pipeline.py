@@ -16,7 +16,7 @@ decode of just the crop, and augmentation applied to whole uint8 batches: AutoAu
 RandAugment run each op once per batch on the images that drew it, and mixup/cutmix blend the
 batch. Per image, only the crop, flip and resize run. With `defer_img_mixing` the batch
 leaves the pipeline as uint8 with its augmentation seed and mixing plan, and
-`InputPipeline.on_device` applies the same augmentation and mixing on the accelerator.
+`InputPipeline.augment_and_mix` applies the same augmentation and mixing on the accelerator.
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ class InputPipeline:
         bytes to batch and to copy to the device; the model casts), float32 once mixup/cutmix
         blended them. With deferred mixing "image" is the uint8 batch before augmentation, with
         "augment_seed" [2] and, when mixing, "mix_weight" [B,S,S,1] and "mix_partner" [B]:
-        `on_device(features, stage)` finishes it.
+        `augment_and_mix(features, stage)` finishes it.
         """
         assert self.train_set is not None
         cfg = self.cfg
@@ -164,21 +164,17 @@ class InputPipeline:
             weights, label_weights, partner = mixing_plan(shape[0], shape[1], shape[2],
                                                           stage.mixup_alpha, stage.cutmix_alpha, mixing_seed)
             labels = blend(labels, label_weights, partner)
-        if cfg.defer_img_mixing:
-            deferred = {"image": images, "augment_seed": augment_seed}
-            if mixing:
-                deferred.update(mix_weight=weights, mix_partner=partner)
-            return {**batch, **deferred}, labels
-        images = augment_batch(stage, images, augment_seed)
+        planned = {**batch, "image": images, "augment_seed": augment_seed}
         if mixing:
-            images = blend(tf.cast(images, tf.float32), weights, partner)
-        return {**batch, "image": images}, labels
+            planned.update(mix_weight=weights, mix_partner=partner)
+        if cfg.defer_img_mixing:
+            return planned, labels
+        return {**batch, "image": self.augment_and_mix(planned, stage)}, labels
 
     @staticmethod
-    def on_device(features: dict, stage: StageAugment) -> tf.Tensor:
-        """The batch's images, augmented and mixed here when the pipeline deferred that."""
-        if "augment_seed" not in features:
-            return features["image"]
+    def augment_and_mix(features: dict, stage: StageAugment) -> tf.Tensor:
+        """A planned batch's images, augmented and mixed: by the pipeline itself, or on the device
+        when it deferred that (the batch then carries "augment_seed" and, when mixing, the plan)."""
         images = augment_batch(stage, features["image"], features["augment_seed"])
         if "mix_weight" in features:
             images = blend(tf.cast(images, tf.float32), features["mix_weight"], features["mix_partner"])

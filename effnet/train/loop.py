@@ -99,7 +99,7 @@ class Trainer:
             objects["ema"] = self.ema
         self.checkpoints = Checkpointer(cfg.model_dir, objects, cfg.keep_checkpoints, dist.rank() == 0)
         self.infer = make_inference_fn(self.model, cfg.use_xla)
-        self._on_device = tf.function(InputPipeline.on_device, reduce_retracing=True)
+        self._augment_and_mix = tf.function(InputPipeline.augment_and_mix, reduce_retracing=True)
         self.summary_writer = (tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tensorboard"))
                                if cfg.tensorboard and dist.rank() == 0 else None)
 
@@ -124,7 +124,7 @@ class Trainer:
         dataset = self.data.train(epoch, stage.image_size, augment, self.world, start_step=start_step,
                                   start_record=start_record, steps=self.steps_per_epoch)
         for features, labels in dataset:
-            images = self._on_device(features, augment) if self.cfg.defer_img_mixing else features["image"]
+            images = self._augment_and_mix(features, augment) if self.cfg.defer_img_mixing else features["image"]
             yield images, labels, features
 
     def _preemption_requested(self, flag: PreemptionFlag) -> bool:
