@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from effnet.log import parse_line
+from effnet.core.dllogger import parse_line
 
 RECIPE = ["--cfg", "b0",
           "--mparams", "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0",

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import report_figures  # noqa: E402
-from effnet.config.model import load_model_config  # noqa: E402
+from effnet.core.config.model import load_model_config  # noqa: E402
 from effnet.model.efficientnet import build_model  # noqa: E402
 from effnet.train.ema import ExponentialMovingAverage  # noqa: E402
 from effnet.train.evaluate import make_inference_fn  # noqa: E402

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench import report_figures
-from effnet.log import parse_line
+from effnet.core.dllogger import parse_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_CONF = Path(os.environ.get("SLURM_CONF", "/tmp/effnet-local-slurm/etc/slurm.conf"))

@@ -12,9 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from effnet import dist
-from effnet.config.model import ModelConfig
-from effnet.config.train import TrainConfig
-from effnet.log import DLLogger
+from effnet.core.config.model import ModelConfig
+from effnet.core.config.train import TrainConfig
+from effnet.core.dllogger import DLLogger
 from effnet.model.efficientnet import build_model
 from effnet.train.metrics import latency_stats, throughput
 from effnet.train.optimizer import build_optimizer, current_learning_rate

@@ -10,10 +10,10 @@ import inspect
 import os
 import sys
 
-from effnet.config.errors import ConfigError
-from effnet.config.train import TrainConfig
+from effnet.core.errors import ConfigError
+from effnet.core.config.train import TrainConfig
+from effnet.core.exits import EXIT_BAD_INPUT
 
-EXIT_BAD_INPUT = 2
 
 
 def run(config: TrainConfig) -> dict | None:
@@ -21,7 +21,7 @@ def run(config: TrainConfig) -> dict | None:
 
     Heavy imports happen here so `--help` stays fast."""
     # Imported late: TensorFlow takes seconds to import and is not needed to parse flags.
-    from effnet.config.model import apply_mparams, load_model_config
+    from effnet.core.config.model import apply_mparams, load_model_config
 
     model_cfg = apply_mparams(load_model_config(config.cfg), config.mparams)
     if config.mode == "summary":
@@ -31,7 +31,7 @@ def run(config: TrainConfig) -> dict | None:
         return None
 
     from effnet import dist
-    from effnet.log import DLLogger
+    from effnet.core.dllogger import DLLogger
     from effnet.train.precision import configure_precision
 
     if config.seed is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from effnet.config.errors import DataError
+from effnet.core.errors import DataError
 from effnet.data.imagenet_example import imagenet_class_names
 from effnet.data.preprocess import preprocess_eval
 from effnet.data.readers import IMAGE_SUFFIXES

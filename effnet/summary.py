@@ -1,9 +1,9 @@
 """`--mode summary`: what a config builds, before any data or GPU is involved."""
 from __future__ import annotations
 
-from effnet.config.coerce import type_name
-from effnet.config.model import ModelConfig, overridable_fields
-from effnet.model.blocks import round_filters
+from effnet.core.coerce import type_name
+from effnet.core.config.model import ModelConfig, overridable_fields
+from effnet.core.architecture import round_filters
 from effnet.model.efficientnet import build_model, model_blocks
 
 

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from effnet.config.errors import ConfigError
-from jobs.paths import PROJECT_ROOT, ExperimentPaths
-from jobs.profile import ClusterProfile
+from effnet.core.errors import ConfigError
+from effnet.core.paths import ExperimentPaths
+from jobs.profile import PROJECT_ROOT, ClusterProfile, experiments_dir, host_path
 from jobs.recipes import Recipe, ResolvedRecipe, resolve
 from jobs.render import JobSpec, render_sbatch
 
@@ -37,22 +37,12 @@ class PreparedJob:
         return render_sbatch(self.spec, self.command)
 
 
-def host_path(path: str) -> str:
-    """Profile paths without a container are relative to the project checkout."""
-    if not path:
-        return ""
-    return path if Path(path).is_absolute() else str(PROJECT_ROOT / path)
-
-
 def job_header(resolved: ResolvedRecipe, profile: ClusterProfile, nodes_text: str) -> tuple[str, ...]:
     lines = [f"effnet-slurm: recipe {resolved.recipe} on cluster {profile.name}, {nodes_text} x "
              f"{profile.tasks_per_node} rank(s) per node",
              f"mode {resolved.trainer_flags.get('mode', 'train_and_eval')}, global batch {resolved.global_batch}, "
              f"peak lr {resolved.peak_lr:g}, launch {profile.launch}"]
-    for s in resolved.stages:
-        lines.append(f"stage {s['index'] + 1}: epochs {s['first_epoch']}-{s['last_epoch'] - 1} at "
-                     f"{s['image_size']} px, mixup {s['mixup_alpha']:g}, cutmix {s['cutmix_alpha']:g}, "
-                     f"randaug magnitude {s['raug_magnitude']:g}")
+    lines += [f"stage {s.index + 1}: {s.describe()}" for s in resolved.stages]
     return tuple(lines)
 
 
@@ -102,7 +92,7 @@ def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict
     if not name or any(not part or not all(c.isalnum() or c in "._-" for c in part) for part in name.split("/")) \
             or name.count("/") > 1 or name.startswith("."):
         raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
-    paths = ExperimentPaths.create(profile.experiments_dir, name)
+    paths = ExperimentPaths.create(experiments_dir(profile), name)
     data_dir = profile.data_dir if profile.uses_container else host_path(profile.data_dir)
     resolved = resolve(recipe, profile, nodes, overrides, model_dir=str(paths.model_dir), data_dir=data_dir)
     python = profile.python or sys.executable

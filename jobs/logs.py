@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
 from jobs.monitor import experiment_from_cli
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.paths import ExperimentPaths
+from effnet.core.paths import ExperimentPaths
 
 
 def describe_submission(prepared, job) -> str:
@@ -80,13 +80,13 @@ def sacct_attempts(job_id: str) -> list[dict]:
 
 def find_experiment(text: str, cluster: str | None = None) -> ExperimentPaths:
     """An experiment by path, or by name in the cluster's experiments_dir (default: runs/experiments)."""
-    from effnet.config.errors import ConfigError
-    from jobs.profile import load_profile
+    from effnet.core.errors import ConfigError
+    from jobs.profile import DEFAULT_EXPERIMENTS_DIR, experiments_dir, load_profile
 
     path = Path(text)
     if not path.is_dir() and "/" not in text:
-        base = load_profile(cluster).experiments_dir if cluster else ""
-        path = ExperimentPaths.create(base, text).root
+        base = experiments_dir(load_profile(cluster)) if cluster else DEFAULT_EXPERIMENTS_DIR
+        path = base / text
     paths = ExperimentPaths(path.resolve())
     if not paths.metadata.is_file():
         raise ConfigError(f"{text}: not an experiment (no {paths.metadata.name}); pass the directory that "
@@ -100,7 +100,7 @@ def experiment_from_cli(prog: str, description: str, argv: list[str] | None, ext
     Returns (args, paths); a bad experiment is one line on stderr and exit status 2."""
     import argparse
 
-    from effnet.config.errors import ConfigError
+    from effnet.core.errors import ConfigError
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("experiment", help="experiment directory, or its name (with --cluster)")

@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from effnet.config.coerce import coerce, field_types
-from effnet.config.errors import ConfigError
+from effnet.core.coerce import coerce, field_types
+from effnet.core.errors import ConfigError
 
-CLUSTERS_DIR = Path(__file__).resolve().parents[1] / "clusters"
+# The checkout this launcher runs from: relative profile paths (workdir, data_dir, experiments_dir)
+# are relative to it, and ranks on the host import this checkout's packages.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CLUSTERS_DIR = PROJECT_ROOT / "clusters"
+DEFAULT_EXPERIMENTS_DIR = PROJECT_ROOT / "runs" / "experiments"
 DEFAULT_CLUSTER = "local"
 
 # Values that end up as words in the sbatch/srun text. They are shell-quoted when rendered anyway;
@@ -176,3 +180,15 @@ def load_profile(name_or_path: str) -> ClusterProfile:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"cluster profile {path}: not valid TOML: {err}") from None
     return from_mapping(data, f"cluster profile {path.name}")
+
+
+def host_path(path: str) -> str:
+    """Profile paths without a container are relative to the project checkout."""
+    if not path:
+        return ""
+    return path if Path(path).is_absolute() else str(PROJECT_ROOT / path)
+
+
+def experiments_dir(profile: ClusterProfile) -> Path:
+    """The absolute directory that holds this profile's experiments."""
+    return Path(host_path(profile.experiments_dir)) if profile.experiments_dir else DEFAULT_EXPERIMENTS_DIR

@@ -7,13 +7,12 @@ the result through `TrainConfig`, so a typo fails at submit time and not on the 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from effnet.config.errors import ConfigError
-from effnet.config.train import TrainConfig
-from effnet.train.stages import StageSchedule
+from effnet.core.errors import ConfigError
+from effnet.core.config.train import TrainConfig
+from effnet.core.stages import Stage, StageSchedule
 from jobs.profile import ClusterProfile
 
 Precision = Literal["amp", "tf32", "fp32"]
@@ -125,7 +124,7 @@ class ResolvedRecipe:
     trainer_flags: dict
     global_batch: int
     peak_lr: float
-    stages: tuple
+    stages: tuple[Stage, ...]
 
     def show(self) -> str:
         lines = [f"recipe {self.recipe} on {self.cluster}: {self.nodes} node(s) x {self.ranks // self.nodes} "
@@ -133,10 +132,7 @@ class ResolvedRecipe:
                  f"  global batch {self.global_batch}, peak lr {self.peak_lr:g} (lr_init x global batch / 128)"]
         if self.stages:
             lines.append("  stages:")
-            for s in self.stages:
-                lines.append(f"    {s['index'] + 1}: epochs {s['first_epoch']}-{s['last_epoch'] - 1}, "
-                             f"{s['image_size']} px, mixup {s['mixup_alpha']:g}, cutmix {s['cutmix_alpha']:g}, "
-                             f"randaug magnitude {s['raug_magnitude']:g}")
+            lines += [f"    {s.index + 1}: {s.describe()}" for s in self.stages]
         lines.append("  trainer flags:")
         lines += [f"    --{k}={v}" for k, v in self.trainer_flags.items()]
         return "\n".join(lines)
@@ -161,12 +157,7 @@ def resolve(recipe: Recipe, profile: ClusterProfile, nodes: int, overrides: dict
     flags.update(overrides)
     try:
         config = TrainConfig.from_flags(**flags)
-        schedule = StageSchedule(max_epochs=config.max_epochs, n_stages=config.n_stages,
-                                 base_img_size=config.base_img_size, train_img_size=config.train_img_size,
-                                 base_mixup=config.base_mixup, mixup_alpha=config.mixup_alpha,
-                                 base_cutmix=config.base_cutmix, cutmix_alpha=config.cutmix_alpha,
-                                 base_randaug_mag=config.base_randaug_mag, raug_magnitude=config.raug_magnitude)
-        stages = tuple(dataclasses.asdict(s) for s in schedule.stages()) if config.mode != "benchmark" else ()
+        stages = tuple(StageSchedule.from_config(config).stages()) if config.mode != "benchmark" else ()
     except ConfigError as err:
         raise ConfigError(f"recipe {recipe.name}: {err}") from None
     except ValueError as err:
@@ -175,4 +166,4 @@ def resolve(recipe: Recipe, profile: ClusterProfile, nodes: int, overrides: dict
     typed = {k: getattr(config, k) for k in flags}
     global_batch = config.global_batch(ranks)
     return ResolvedRecipe(recipe.name, profile.name, nodes, ranks, typed, global_batch,
-                          config.lr_init * global_batch / 128, stages)
+                          config.peak_lr(ranks), stages)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-EXIT_REQUEUE = 75  # effnet.train.preemption.EXIT_REQUEUE; not imported, to keep TensorFlow out
+from effnet.core.exits import EXIT_REQUEUE
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
+from effnet.core.exits import EXIT_BAD_INPUT
 from jobs.profile import DEFAULT_CLUSTER, load_profile
 from jobs.recipes import RECIPES, get_recipe, parse_overrides
 
 PROG = "python -m jobs.submit"
-EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-EXIT_REQUEUE = 75
+from effnet.core.exits import EXIT_REQUEUE
+
 RENDEZVOUS_TIMEOUT_S = 300
 PORT_BASE, PORT_SPAN = 20000, 30000
 
@@ -137,7 +138,7 @@ def run_rank(trainer_flags: dict, launch: str = "gloo") -> dict | None:
     print(f"jobs.task: rank {layout.rank}/{layout.size} (local {layout.local_rank}, node {layout.node}/"
           f"{layout.num_nodes}) job {layout.job_id} attempt {layout.restart + 1}", flush=True)
     from effnet.cli import run
-    from effnet.config.train import TrainConfig
+    from effnet.core.config.train import TrainConfig
 
     result = run(TrainConfig.from_flags(**trainer_flags))
     # Done: a late signal (say the time limit during interpreter shutdown) must not turn a finished
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m jobs.task [--launch gloo|pmix] -- FLAGS`: the entry point of the raw sbatch scripts."""
     import fire
 
-    from effnet.config.errors import ConfigError
+    from effnet.core.errors import ConfigError
 
     args = list(sys.argv[1:] if argv is None else argv)
     launch = "gloo"

@@ -30,7 +30,7 @@ def efficientnet_batch(n: int = 8):
 
 def efficientnet_steps(rank: int, size: int, steps: int = 3) -> list[float]:
     """A tiny EfficientNet trained on this rank's slice of the fixed batch; returns the global loss per step."""
-    from effnet.config.model import apply_mparams, load_model_config
+    from effnet.core.config.model import apply_mparams, load_model_config
     from effnet.model.efficientnet import build_model
 
     keras.utils.set_random_seed(0)

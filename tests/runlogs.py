@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from effnet.log import parse_line
+from effnet.core.dllogger import parse_line
 
 
 def records(model_dir: Path) -> list[dict]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
 from effnet.predict import predict, write_predictions
 from effnet.train.checkpoint import Checkpointer, TrainState
 from effnet.train.evaluate import evaluate

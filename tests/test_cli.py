@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 import effnet.cli as cli_module
-from effnet.log import parse_line
+from effnet.core.dllogger import parse_line
 
 
 def test_help_lists_every_flag(cli):
-    from effnet.config.train import TrainConfig
+    from effnet.core.config.train import TrainConfig
     import dataclasses
 
     result = cli("--help")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.log import DLLogger
+from effnet.core.dllogger import DLLogger
 from tools import collect
 from tests.conftest import ROOT
 

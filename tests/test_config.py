@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from effnet.config import ConfigError, TrainConfig, apply_mparams, available_models, load_model_config
-from effnet.config.model import parse_mparams
+from effnet.core.config import ConfigError, TrainConfig, apply_mparams, available_models, load_model_config
+from effnet.core.config.model import parse_mparams
 
 
 def test_bundled_models():
@@ -22,7 +22,7 @@ def test_unknown_model_lists_valid_names():
 def test_cfg_from_path(tmp_path):
     path = tmp_path / "tiny_cfg.py"
     path.write_text(
-        "from effnet.config.model import ModelConfig\n"
+        "from effnet.core.config.model import ModelConfig\n"
         "config = ModelConfig(name='tiny', width_coefficient=0.5, depth_coefficient=0.5, resolution=64, dropout_rate=0.1)\n"
     )
     cfg = load_model_config(str(path))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
 from jobs import subfiles
 from jobs.launcher import prepare
 from jobs.profile import available_clusters, from_mapping, load_profile, valid_fields

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from effnet.log import DLLogger, format_log_line, format_metadata_line, format_stdout_line, parse_line
+from effnet.core.dllogger import DLLogger, format_log_line, format_metadata_line, format_stdout_line, parse_line
 
 
 def _lines(path):

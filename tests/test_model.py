@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from effnet.config.model import load_model_config
-from effnet.model.blocks import BASE_BLOCKS, round_filters, round_repeats, scale_blocks
+from effnet.core.config.model import load_model_config
+from effnet.core.architecture import BASE_BLOCKS, round_filters, round_repeats, scale_blocks
 from effnet.model.efficientnet import build_model
 from tests.keras_reference import copy_weights, keras_reference, photo_batch, randomise_weights, reference_input
 
@@ -125,7 +125,7 @@ def test_logits_are_float32_under_mixed_precision(policy):
 
 
 def test_num_classes_is_a_parameter():
-    from effnet.config.model import apply_mparams
+    from effnet.core.config.model import apply_mparams
 
     cfg = apply_mparams(load_model_config("b0"), "num_classes=10")
     model = build_model(cfg, image_size=32)

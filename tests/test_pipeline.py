@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effnet.config.errors import DataError
+from effnet.core.errors import DataError
 from effnet.data.imagenet_example import encode_example, shard_name
 from effnet.data.pipeline import InputPipeline, PipelineConfig, StageAugment
 from effnet.data.preprocess import center_window, preprocess_eval, preprocess_train, random_window
@@ -94,8 +94,8 @@ def test_random_flip_can_be_turned_off(flip):
 
 
 def test_random_flip_flag_reaches_the_pipeline(shards):
-    from effnet.config.model import ModelConfig
-    from effnet.config.train import TrainConfig
+    from effnet.core.config.model import ModelConfig
+    from effnet.core.config.train import TrainConfig
     from effnet.train.loop import open_data
 
     model_cfg = ModelConfig("t", 1.0, 1.0, 32, 0.2, num_classes=3)

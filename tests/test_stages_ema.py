@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from effnet.train.ema import ExponentialMovingAverage, averaged_variables
-from effnet.train.stages import StageSchedule
+from effnet.core.stages import StageSchedule
 
 
 def test_single_stage_is_the_final_settings():

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effnet.config.model import apply_mparams, load_model_config
-from effnet.config.train import TrainConfig
+from effnet.core.config.model import apply_mparams, load_model_config
+from effnet.core.config.train import TrainConfig
 from effnet.model.efficientnet import build_model
 from effnet.train.optimizer import build_optimizer, build_schedule
-from effnet.train.schedules import WarmupDecay, peak_learning_rate
+from effnet.core.config.train import peak_learning_rate
+from effnet.train.schedules import WarmupDecay
 from effnet.train.step import StepConfig, TrainStep, cross_entropy, decayed_variables
 
 

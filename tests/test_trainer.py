@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effnet.train.preemption import EXIT_REQUEUE
+from effnet.core.exits import EXIT_REQUEUE
 from tests.conftest import ROOT, run_cli
 from tests.runlogs import checkpoint_tensors, records, train_steps
 

@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from effnet.log import PREFIX, parse_line
+from effnet.core.dllogger import PREFIX, parse_line
 
 PROG = "python -m tools.collect"
 LOG_NAMES = ("log.json",)

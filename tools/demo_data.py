@@ -25,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
 from effnet.data.imagenet_example import LABEL_OFFSET, encode_example
 from effnet.data.shipped import shipped_photos
 from tools.make_tfrecords import (DEFAULT_WORKERS, SplitResult, check_out_dir, encode_jpeg, positive_int,

@@ -34,7 +34,7 @@ from typing import TypeVar
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
 
 # TensorFlow (and effnet.data.imagenet_example, which loads it) takes seconds to import, so the functions
 # that need it import it themselves ("deferred" below), after the cheap checks on SRC and OUT: a mistyped

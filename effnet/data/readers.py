@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from effnet.config.errors import DataError
+from effnet.core.errors import DataError
 from effnet.data.imagenet_example import FEATURE_SPEC, LABEL_OFFSET, imagenet_synsets
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -1,1 +1,1 @@
-"""EfficientNet v1: block specs as data (`effnet.model.blocks`) and one builder (`effnet.model.efficientnet`)."""
+"""EfficientNet v1 in Keras: one builder (`effnet.model.efficientnet`) over the architecture data in `effnet.core.architecture`."""

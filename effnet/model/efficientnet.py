@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import keras
 
-from effnet.config.model import ModelConfig
-from effnet.model.blocks import Block, round_filters, scale_blocks
+from effnet.core.config.model import ModelConfig
+from effnet.core.architecture import Block, round_filters, scale_blocks
 
 # ImageNet statistics on the 0-255 scale. The model takes raw 0-255 RGB and this is
 # the only place in the project where mean/std normalisation happens.

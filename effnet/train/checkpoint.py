@@ -17,7 +17,8 @@ from typing import Literal
 import keras
 import tensorflow as tf
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
+from effnet.core.paths import CHECKPOINTS_DIRNAME
 
 ResumeMode = Literal["auto", "must", "never"]
 
@@ -54,7 +55,7 @@ class Checkpointer:
     """Owns `model_dir/checkpoints`: saving (chief only), retention and resume."""
 
     def __init__(self, model_dir: str, objects: dict[str, object], keep: int, is_chief: bool) -> None:
-        self.directory = os.path.join(model_dir, "checkpoints")
+        self.directory = os.path.join(model_dir, CHECKPOINTS_DIRNAME)
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep,
                                                   checkpoint_name="ckpt")

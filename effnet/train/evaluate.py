@@ -18,10 +18,11 @@ from effnet.train.step import cross_entropy
 
 
 def make_inference_fn(model, use_xla: bool):
-    return tf.function(lambda images: model(images, training=False), jit_compile=use_xla, reduce_retracing=True)
+    """Traced per exact shape, like the train step, so a resumed run evaluates with the same kernels."""
+    return tf.function(lambda images: model(images, training=False), jit_compile=use_xla)
 
 
-@tf.function(reduce_retracing=True)
+@tf.function
 def _batch_sums(labels, logits):
     loss = tf.reduce_sum(cross_entropy(labels, logits, 0.0))
     target = tf.argmax(labels, -1, output_type=tf.int32)

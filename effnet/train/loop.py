@@ -16,20 +16,21 @@ from typing import Iterator
 import tensorflow as tf
 
 from effnet import dist
-from effnet.config.errors import ConfigError
-from effnet.config.model import ModelConfig
-from effnet.config.train import TrainConfig
+from effnet.core.errors import ConfigError
+from effnet.core.config.model import ModelConfig
+from effnet.core.config.train import TrainConfig
 from effnet.data.pipeline import InputPipeline, PipelineConfig, StageAugment
 from effnet.data.readers import RecordSet, open_split
-from effnet.log import DLLogger
+from effnet.core.dllogger import DLLogger
 from effnet.model.efficientnet import build_model
 from effnet.train.checkpoint import Checkpointer, RngState, TrainState, build_optimizer_slots
 from effnet.train.ema import ExponentialMovingAverage
 from effnet.train.evaluate import evaluate, make_inference_fn
 from effnet.train.metrics import throughput
 from effnet.train.optimizer import build_optimizer, current_learning_rate
-from effnet.train.preemption import EXIT_REQUEUE, PreemptionFlag, parse_signals
-from effnet.train.stages import StageSchedule
+from effnet.core.exits import EXIT_REQUEUE, parse_signals
+from effnet.train.preemption import PreemptionFlag
+from effnet.core.stages import StageSchedule
 from effnet.train.step import StepConfig, TrainStep
 
 
@@ -38,15 +39,6 @@ class Preempted(SystemExit):
 
     def __init__(self) -> None:
         super().__init__(EXIT_REQUEUE)
-
-
-def stage_schedule(cfg: TrainConfig) -> StageSchedule:
-    return StageSchedule(
-        max_epochs=cfg.max_epochs, n_stages=cfg.n_stages, base_img_size=cfg.base_img_size,
-        train_img_size=cfg.train_img_size, base_mixup=cfg.base_mixup, mixup_alpha=cfg.mixup_alpha,
-        base_cutmix=cfg.base_cutmix, cutmix_alpha=cfg.cutmix_alpha, base_randaug_mag=cfg.base_randaug_mag,
-        raug_magnitude=cfg.raug_magnitude,
-    )
 
 
 def _check_classes(data: RecordSet, model_cfg: ModelConfig) -> None:
@@ -85,7 +77,7 @@ class Trainer:
         self.data = open_data(cfg, model_cfg, train=True, eval=with_eval)
         self.world = dist.size()
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(self.world)
-        self.schedule = stage_schedule(cfg)
+        self.schedule = StageSchedule.from_config(cfg)
         self.model = build_model(model_cfg)
         self.optimizer = build_optimizer(cfg, self.world, self.steps_per_epoch)
         build_optimizer_slots(self.optimizer, self.model)
@@ -99,7 +91,7 @@ class Trainer:
             objects["ema"] = self.ema
         self.checkpoints = Checkpointer(cfg.model_dir, objects, cfg.keep_checkpoints, dist.rank() == 0)
         self.infer = make_inference_fn(self.model, cfg.use_xla)
-        self._augment_and_mix = tf.function(InputPipeline.augment_and_mix, reduce_retracing=True)
+        self._augment_and_mix = tf.function(InputPipeline.augment_and_mix)
         self.summary_writer = (tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tensorboard"))
                                if cfg.tensorboard and dist.rank() == 0 else None)
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import keras
 
-from effnet.config.train import TrainConfig
-from effnet.train.schedules import WarmupDecay, peak_learning_rate
+from effnet.core.config.train import TrainConfig
+from effnet.train.schedules import WarmupDecay
 
 
 def build_schedule(cfg: TrainConfig, world_size: int, steps_per_epoch: int | None = None) -> WarmupDecay:
     """`steps_per_epoch` comes from the dataset when there is one, else from the config."""
     steps_per_epoch = steps_per_epoch or cfg.updates_per_epoch(world_size)
     return WarmupDecay(
-        peak=peak_learning_rate(cfg.lr_init, cfg.global_batch(world_size)),
+        peak=cfg.peak_lr(world_size),
         total_steps=cfg.max_epochs * steps_per_epoch,
         warmup_steps=cfg.warmup_epochs * steps_per_epoch,
         decay=cfg.lr_decay,

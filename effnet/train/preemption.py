@@ -2,29 +2,13 @@
 
 A handler only sets a flag; the training loop checks it at the next step boundary (all ranks
 agree through an allreduce), rank 0 writes a complete checkpoint, and every rank exits with
-`EXIT_REQUEUE`. A launcher that sees that status requeues the job; any other non-zero status
-is a real failure.
+`EXIT_REQUEUE` (see `effnet.core.exits`). A launcher that sees that status requeues the job;
+any other non-zero status is a real failure.
 """
 from __future__ import annotations
 
 import signal
 from typing import Iterable
-
-# EX_TEMPFAIL from sysexits.h: "temporary failure; the user is invited to retry".
-EXIT_REQUEUE = 75
-
-VALID_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP")
-
-
-def parse_signals(text: str) -> list[signal.Signals]:
-    """'SIGUSR2,SIGTERM' -> signals; unknown names are an error listing the valid ones."""
-    out = []
-    for name in (n.strip().upper() for n in text.split(",") if n.strip()):
-        name = name if name.startswith("SIG") else "SIG" + name
-        if name not in VALID_SIGNALS:
-            raise ValueError(f"unknown checkpoint signal {name}; valid: {', '.join(VALID_SIGNALS)}")
-        out.append(signal.Signals[name])
-    return out
 
 
 class PreemptionFlag:

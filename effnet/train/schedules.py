@@ -12,11 +12,6 @@ import keras
 import tensorflow as tf
 
 
-def peak_learning_rate(lr_init: float, global_batch: int) -> float:
-    """The reference's linear scaling rule: lr_init is per 128 images."""
-    return lr_init * global_batch / 128.0
-
-
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to `peak`, then `cosine` to 0 or `exponential` staircase decay."""
 

@@ -63,8 +63,11 @@ class TrainStep:
         self.cfg = cfg
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self._decayed = decayed_variables(model)
-        self._fwd_bwd = tf.function(self._forward_backward, jit_compile=cfg.use_xla, reduce_retracing=True)
-        self._update = tf.function(self._accumulate_and_apply, reduce_retracing=True)
+        # One trace per exact input shape (one per resolution stage), never a shape-relaxed one: after a
+        # stage change, a relaxed retrace runs other kernels than the exact trace a run resumed inside
+        # that stage makes, and their gradients differ in the last bits, so resume would not be exact.
+        self._fwd_bwd = tf.function(self._forward_backward, jit_compile=cfg.use_xla)
+        self._update = tf.function(self._accumulate_and_apply)
 
     def _forward_backward(self, images, labels):
         images = tf.cast(images, tf.float32)   # the input pipeline hands over uint8 unless it mixed images

@@ -11,8 +11,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from effnet.config.coerce import coerce, field_types
-from effnet.config.errors import ConfigError
+from effnet.core.coerce import coerce, field_types
+from effnet.core.errors import ConfigError
+from effnet.core.exits import parse_signals
+from effnet.core.paths import LOG_FILENAME
+
+def peak_learning_rate(lr_init: float, global_batch: int) -> float:
+    """The reference's linear scaling rule: lr_init is per 128 images."""
+    return lr_init * global_batch / 128.0
+
 
 Mode = Literal["train_and_eval", "train", "eval", "predict", "benchmark", "summary"]
 
@@ -29,7 +36,7 @@ class TrainConfig:
     cfg: str = _f("b0", "model config: b0..b7 or a path to a .py file defining `config = ModelConfig(...)`")
     mparams: str = _f("", "model overrides, key=value,key=value (see `--mode summary` for the keys)")
     model_dir: str = _f("runs/effnet", "directory for log.json, checkpoints/, tensorboard/ and savedmodel/")
-    log_filename: str = _f("log.json", "dllogger JSON-lines file, relative to model_dir unless absolute")
+    log_filename: str = _f(LOG_FILENAME, "dllogger JSON-lines file, relative to model_dir unless absolute")
     log_steps: int = _f(100, "log training metrics every N steps")
     seed: int | None = _f(None, "global random seed (None: nondeterministic)")
     # data
@@ -130,8 +137,6 @@ class TrainConfig:
             raise ConfigError(f"--n_stages ({self.n_stages}) exceeds --max_epochs ({self.max_epochs})")
         if not (self.dataset in ("auto", "tfrecord", "folder") or self.dataset.startswith("tfds:")):
             raise ConfigError(f"--dataset {self.dataset!r}: valid: auto, tfrecord, folder, tfds:NAME")
-        from effnet.train.preemption import parse_signals
-
         try:
             parse_signals(self.checkpoint_signals)
         except ValueError as err:
@@ -149,6 +154,9 @@ class TrainConfig:
     def global_batch(self, world_size: int) -> int:
         """Images per optimizer update across all ranks."""
         return self.train_batch_size * self.grad_accum_steps * world_size
+
+    def peak_lr(self, world_size: int) -> float:
+        return peak_learning_rate(self.lr_init, self.global_batch(world_size))
 
     def updates_per_epoch(self, world_size: int) -> int:
         if self.steps_per_epoch is not None:

@@ -1,6 +1,6 @@
 """`ModelConfig`, the data that fully describes one EfficientNet variant, and how configs are found.
 
-`--cfg b0` loads the bundled module `effnet.config.models.b0`; `--cfg path/to/my_cfg.py`
+`--cfg b0` loads the bundled module `effnet.core.config.models.b0`; `--cfg path/to/my_cfg.py`
 loads a user file. Either must define `config = ModelConfig(...)`.
 `--mparams key=value,...` then overrides scalar fields, coerced to their types.
 """
@@ -12,9 +12,9 @@ import importlib.util
 import pkgutil
 from pathlib import Path
 
-from effnet.config.coerce import coerce, field_types, type_name
-from effnet.config.errors import ConfigError
-from effnet.model.blocks import BASE_BLOCKS, BlockSpec
+from effnet.core.coerce import coerce, field_types, type_name
+from effnet.core.errors import ConfigError
+from effnet.core.architecture import BASE_BLOCKS, BlockSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class ModelConfig:
                 raise ConfigError(f"model config {self.name}: {key}={getattr(self, key)!r} is out of range")
 
 
-MODELS_PACKAGE = "effnet.config.models"
+MODELS_PACKAGE = "effnet.core.config.models"
 
 
 def available_models() -> list[str]:

@@ -6,7 +6,7 @@ import types
 import typing
 from typing import Any
 
-from effnet.config.errors import ConfigError
+from effnet.core.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -13,6 +13,8 @@ import dataclasses
 
 import numpy as np
 
+from effnet.core.config.train import TrainConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -23,6 +25,11 @@ class Stage:
     mixup_alpha: float
     cutmix_alpha: float
     raug_magnitude: float
+
+    def describe(self) -> str:
+        """One line for job headers and `--dry-run`: 'epochs 0-124 at 128 px, mixup 0, ...'."""
+        return (f"epochs {self.first_epoch}-{self.last_epoch - 1} at {self.image_size} px, mixup {self.mixup_alpha:g}, "
+                f"cutmix {self.cutmix_alpha:g}, randaug magnitude {self.raug_magnitude:g}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +44,13 @@ class StageSchedule:
     cutmix_alpha: float = 0.0
     base_randaug_mag: float = 5.0
     raug_magnitude: float = 10.0
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> "StageSchedule":
+        return cls(max_epochs=cfg.max_epochs, n_stages=cfg.n_stages, base_img_size=cfg.base_img_size,
+                   train_img_size=cfg.train_img_size, base_mixup=cfg.base_mixup, mixup_alpha=cfg.mixup_alpha,
+                   base_cutmix=cfg.base_cutmix, cutmix_alpha=cfg.cutmix_alpha,
+                   base_randaug_mag=cfg.base_randaug_mag, raug_magnitude=cfg.raug_magnitude)
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_stages <= self.max_epochs:

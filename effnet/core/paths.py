@@ -1,5 +1,8 @@
 """Where everything of one experiment lives; the only place that builds these paths.
 
+The launcher writes through it (submission records, sbatch scripts) and the trainer's outputs are
+read back through it (the run log, checkpoints), so writer and reader cannot disagree on a name.
+
 An experiment is a directory that outlives its jobs: the trainer's `model_dir` (checkpoints,
 log.json) stays the same across requeues and resubmissions, so a job always resumes from it.
 
@@ -14,8 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EXPERIMENTS_DIR = PROJECT_ROOT / "runs" / "experiments"
+LOG_FILENAME = "log.json"
+CHECKPOINTS_DIRNAME = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,10 @@ class ExperimentPaths:
     root: Path  # <experiments_dir>/<name>, absolute
 
     @classmethod
-    def create(cls, experiments_dir: str, name: str) -> "ExperimentPaths":
-        base = Path(experiments_dir) if experiments_dir else DEFAULT_EXPERIMENTS_DIR
-        if not base.is_absolute():
-            base = PROJECT_ROOT / base
-        return cls(base / name)
+    def create(cls, experiments_dir: Path, name: str) -> "ExperimentPaths":
+        if not experiments_dir.is_absolute():
+            raise ValueError(f"experiments_dir must be absolute, got {experiments_dir}")
+        return cls(experiments_dir / name)
 
     @property
     def name(self) -> str:
@@ -47,7 +49,11 @@ class ExperimentPaths:
 
     @property
     def trainer_log(self) -> Path:
-        return self.model_dir / "log.json"
+        return self.model_dir / LOG_FILENAME
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.model_dir / CHECKPOINTS_DIRNAME
 
     def task_log(self, job_id: str, task: int, stream: str = "out") -> Path:
         return self.submitit_dir / f"{job_id}_{task}_log.{stream}"
