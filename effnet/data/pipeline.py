@@ -24,7 +24,8 @@ import dataclasses
 
 import tensorflow as tf
 
-from effnet.data.augment import AutoAugment, RandAugment, blend, mixing_plan
+from effnet.data.mixing import blend, mixing_plan
+from effnet.data.policies import AutoAugment, RandAugment
 from effnet.data.preprocess import preprocess_eval, preprocess_train
 from effnet.data.readers import RecordSet
 
