@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from effnet.core.dllogger import parse_line
+from effnet.core.paths import LOG_FILENAME
+from effnet.core.runlog import read_log
 
 RECIPE = ["--cfg", "b0",
           "--mparams", "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0",
@@ -51,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--model_dir", str(model_dir), "--max_epochs", str(args.epochs), "--seed", str(args.seed),
                     *RECIPE], check=True)
     seconds = time.perf_counter() - start
-    evals = [r for r in map(parse_line, (model_dir / "log.json").read_text().splitlines())
-             if r and r["type"] == "LOG" and "eval_accuracy_top_1" in r.get("data", {})]
+    evals = read_log(model_dir / LOG_FILENAME).evals()
     best = max(evals, key=lambda r: r["data"]["eval_accuracy_top_1"])
     final = {r["data"]["comment"]: r["data"]["eval_accuracy_top_1"] for r in evals if r["step"] == []}
     result = {"seed": args.seed, "epochs": args.epochs, "seconds": seconds,

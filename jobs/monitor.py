@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from effnet.core.paths import ExperimentPaths
+from effnet.core.results import accuracy_rows, format_table, inference_rows, throughput_rows
+from effnet.core.runlog import RunLogError, read_log, read_runs
 
 
 def describe_submission(prepared, job) -> str:
@@ -25,11 +27,9 @@ def describe_submission(prepared, job) -> str:
 
 
 def results_table(paths: ExperimentPaths) -> str:
-    from tools.collect import CollectError, accuracy_rows, format_table, inference_rows, read_log
-
     try:
         run = read_log(paths.root)
-    except CollectError as err:
+    except RunLogError as err:
         return f"(no results: {err})"
     return "\n\n".join([format_table(accuracy_rows([run]), "md"), format_table(inference_rows([run]), "md")])
 
@@ -49,8 +49,6 @@ def wait_and_report(paths: ExperimentPaths, job) -> int:
 
 def wait_for_sweep(sweep_dir: Path, submitted: list) -> int:
     """Wait for every job of a sweep, then print its throughput (weak-scaling) table."""
-    from tools.collect import CollectError, format_table, read_runs, throughput_rows
-
     failed = 0
     for prepared, job in submitted:
         try:
@@ -60,7 +58,7 @@ def wait_for_sweep(sweep_dir: Path, submitted: list) -> int:
             print(f"job {job.job_id} ({prepared.paths.name}) failed: {str(err).splitlines()[0]}", file=sys.stderr)
     try:
         print(format_table(throughput_rows(read_runs([sweep_dir])), "md"))
-    except CollectError as err:
+    except RunLogError as err:
         print(f"(no results: {err})")
     return 1 if failed else 0
 

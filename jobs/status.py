@@ -5,18 +5,16 @@ progress is the trainer's last logged step, which survives requeues because the 
 """
 from __future__ import annotations
 
-
+from effnet.core.runlog import RunLogError, read_log
 from jobs.monitor import experiment_from_cli, sacct_attempts
 
 
 def progress(paths) -> str:
-    from tools.collect import CollectError, read_log
-
     try:
         run = read_log(paths.root)
-    except CollectError:
+    except RunLogError:
         return "no trainer log yet"
-    steps = [r["step"] for r in run.logs() if isinstance(r.get("step"), list) and len(r["step"]) == 2]
+    steps = [r["step"] for r in run.logged_steps()]  # log order: where the live process is, replays included
     finals = run.final_results()
     last = f"epoch {steps[-1][0]} step {steps[-1][1]}" if steps else "not started"
     return f"last logged: {last}" + ("; finished" if finals else "")

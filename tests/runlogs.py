@@ -1,4 +1,6 @@
-"""Reading what a training run left behind: its dllogger records, logged steps and checkpoint."""
+"""Reading what a training run left behind: its dllogger records, logged steps and checkpoint.
+
+The log is read by `effnet.core.runlog`, the one reader the tools and the launcher use."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,16 +8,22 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from effnet.core.dllogger import parse_line
+from effnet.core.paths import LOG_FILENAME
+from effnet.core.runlog import RunLog, read_log, step_key
+
+
+def run_log(model_dir: Path) -> RunLog:
+    return read_log(model_dir / LOG_FILENAME)
 
 
 def records(model_dir: Path) -> list[dict]:
-    return [r for r in map(parse_line, (model_dir / "log.json").read_text().splitlines()) if r]
+    return run_log(model_dir).records
 
 
 def train_steps(model_dir: Path) -> list[tuple[int, int]]:
-    return [tuple(r["step"]) for r in records(model_dir)
-            if r["type"] == "LOG" and isinstance(r["step"], list) and len(r["step"]) == 2]
+    """Every logged (epoch, step) in log order, a replayed step as often as it was logged, so that a test
+    asserting each step once catches replays (`RunLog.train_steps()` would count them once)."""
+    return [step_key(r) for r in run_log(model_dir).logged_steps()]
 
 
 def checkpoint_tensors(model_dir: Path) -> dict[str, np.ndarray]:

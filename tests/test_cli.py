@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import effnet.cli as cli_module
-from effnet.core.dllogger import parse_line
+from effnet.core.runlog import read_log
 
 
 def test_help_lists_every_flag(cli):
@@ -81,14 +81,13 @@ def test_benchmark_mode_logs_the_reference_keys_and_appends(cli, tmp_path):
     for precision in ("--nouse_amp", "--use_amp"):
         result = cli("--mode", "benchmark", "--model_dir", str(tmp_path), precision, *TINY)
         assert result.returncode == 0, result.stderr[-2000:]
-    records = [parse_line(l) for l in (tmp_path / "log.json").read_text().splitlines()]
-    assert all(records)
-    params = [r["data"] for r in records if r["type"] == "LOG" and r["step"] == "PARAMETER"]
+    run = read_log(tmp_path)
+    assert run.records and run.skipped_lines == 0 and len(run.segments()) == 2
+    params = [r["data"] for r in run.logs() if r["step"] == "PARAMETER"]
     assert [p["use_amp"] for p in params] == [False, True]          # both runs, appended
     assert params[0]["model"]["num_classes"] == 10 and params[0]["world_size"] == 1
-    progress = [r for r in records if r["type"] == "LOG" and isinstance(r["step"], list) and len(r["step"]) == 2]
-    assert [r["step"] for r in progress] == [[0, 2], [0, 4]] * 2
-    summaries = [r["data"] for r in records if r["type"] == "LOG" and r["step"] == []]
+    assert [r["step"] for r in run.logged_steps()] == [[0, 2], [0, 4]] * 2
+    summaries = run.summaries()
     assert len(summaries) == 2
     for summary in summaries:
         for key in ("avg_exp_per_second_training", "avg_exp_per_second_training_per_GPU", "avg_exp_per_second_eval",
@@ -96,5 +95,5 @@ def test_benchmark_mode_logs_the_reference_keys_and_appends(cli, tmp_path):
                     "latency_95pct", "latency_99pct", "latency_p50", "latency_p90", "latency_p95", "latency_p99"):
             assert summary[key] > 0, key
         assert summary["latency_p50"] <= summary["latency_p99"]
-    units = {r["metric"]: r["metadata"].get("unit") for r in records if r["type"] == "METADATA"}
+    units = {r["metric"]: r["metadata"].get("unit") for r in run.records if r["type"] == "METADATA"}
     assert units["avg_exp_per_second_training"] == "samples/s" and units["latency_p99"] == "ms"

@@ -1,4 +1,5 @@
-"""tools.collect: the seed README's tables from real logs of our runs and from NVIDIA's format."""
+"""effnet.core.results through tools.collect (and bench.readme): the seed README's tables from real logs of our
+runs and from NVIDIA's format. The reader itself is tested in test_runlog.py."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from effnet.core.dllogger import DLLogger
-from tools import collect
+from bench import readme
+from effnet.core import results, runlog
+from tools.plots import write_plots
 from tests.conftest import ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -22,9 +25,13 @@ TINY = ["--cfg", "b0", "--mparams", "width_coefficient=0.25,depth_coefficient=0.
         "--augmenter_name", "none", "--moving_average_decay", "0.9", "--notensorboard", "--noexport_savedmodel"]
 
 
-def collect_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.collect", *args], cwd=ROOT, capture_output=True, text=True,
+def module_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
+
+
+def collect_cli(*args: str) -> subprocess.CompletedProcess:
+    return module_cli("tools.collect", *args)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +58,11 @@ def requeued_run(tmp_path_factory) -> Path:
 
 
 def test_accuracy_table_from_a_requeued_run(requeued_run):
-    run = collect.read_log(requeued_run)
+    run = runlog.read_log(requeued_run)
     assert len(run.segments()) == 2 and run.skipped_lines == 0
     assert run.wall_seconds() > max(float(r["elapsedtime"]) for r in run.segments()[1])
-    rows = collect.accuracy_rows([run])
+    assert not run.superseded_steps() and results.training_curves(run)[0] == list(range(1, 11))
+    rows = results.accuracy_rows([run])
     assert len(rows) == 1
     row = rows[0]
     assert (row["Model"], row["GPUs"]) == ("B0", 1)
@@ -62,19 +70,19 @@ def test_accuracy_table_from_a_requeued_run(requeued_run):
     finals = [f for f in run.final_results() if "eval_accuracy_top_1" in f]
     best = max(f["eval_accuracy_top_1"] for f in finals)
     assert row["Accuracy - FP32"].startswith(f"{100 * best:.2f}%")
-    inference = collect.inference_rows([run])
+    inference = results.inference_rows([run])
     assert inference[0]["Batch size"] == 8 and inference[0]["Resolution"] == 32
 
 
 def test_nvidia_fixture_gives_the_seed_shapes():
-    run = collect.read_log(FIXTURES / "nvidia_b0_amp_8gpu.json")
+    run = runlog.read_log(FIXTURES / "nvidia_b0_amp_8gpu.json")
     assert (run.model, run.precision, run.ranks) == ("B0", "mixed precision", 8)
-    acc = collect.accuracy_rows([run])
+    acc = results.accuracy_rows([run])
     assert acc == [{"Model": "B0", "GPUs": 8, "Accuracy - mixed precision": "77.59% (raw)",
                     "Time to train - mixed precision": "8.50 h"}]
-    thr = collect.throughput_rows([run])
+    thr = results.throughput_rows([run])
     assert thr[0]["Throughput - mixed precision"] == "20647.2" and thr[0]["GPUs"] == 8
-    inf = collect.inference_rows([run])
+    inf = results.inference_rows([run])
     assert len(inf) == 1 and inf[0]["Latency 90% (ms)"] == "32.90" and inf[0]["Batch size"] == 1024
 
 
@@ -91,7 +99,7 @@ def test_weak_scaling_and_mixed_precision_speedup(tmp_path):
     for ranks, rate in ((1, 100.0), (2, 180.0), (4, 320.0)):
         _benchmark_log(tmp_path / f"tf32-{ranks}", ranks, rate, amp=False)
         _benchmark_log(tmp_path / f"amp-{ranks}", ranks, 2 * rate, amp=True)
-    rows = collect.throughput_rows(collect.read_runs([tmp_path]))
+    rows = results.throughput_rows(runlog.read_runs([tmp_path]))
     assert [r["GPUs"] for r in rows] == [1, 2, 4]
     assert rows[1]["Weak scaling - TF32"] == "1.80x (90% of 2x)"
     assert rows[2]["Weak scaling - mixed precision"] == "3.20x (80% of 4x)"
@@ -102,10 +110,10 @@ def test_bad_lines_are_skipped_and_counted(tmp_path):
     good = (FIXTURES / "nvidia_b0_amp_8gpu.json").read_text().splitlines()
     mangled = [good[0], "garbage line", good[1][:40], good[2] + good[3], "", "DLLL {not json", *good[4:]]
     (tmp_path / "log.json").write_text("\n".join(mangled) + "\n")
-    run = collect.read_log(tmp_path)
+    run = runlog.read_log(tmp_path)
     assert run.skipped_lines == 3  # garbage, truncated, bad JSON; the glued pair is split and kept
     assert len(run.records) == len(good) - 1  # all but the truncated one
-    assert collect.accuracy_rows([run])[0]["Accuracy - mixed precision"] == "77.59% (raw)"
+    assert results.accuracy_rows([run])[0]["Accuracy - mixed precision"] == "77.59% (raw)"
 
 
 def test_many_log_files(tmp_path):
@@ -115,11 +123,11 @@ def test_many_log_files(tmp_path):
         job.mkdir(parents=True)
         (job / "log.json").write_text(source)
     start = time.perf_counter()
-    runs = collect.read_runs([tmp_path])
+    runs = runlog.read_runs([tmp_path])
     seconds = time.perf_counter() - start
     assert len(runs) == 1000
     print(f"read 1000 logs in {seconds:.2f} s")  # figures live in bench/, not in asserts
-    assert collect.throughput_rows(runs)[0]["Throughput - mixed precision"] == "20647.2"
+    assert results.throughput_rows(runs)[0]["Throughput - mixed precision"] == "20647.2"
 
 
 def test_cli_errors_and_formats(tmp_path):
@@ -135,8 +143,8 @@ def test_cli_errors_and_formats(tmp_path):
 
 
 def test_plots_render(requeued_run, tmp_path):
-    runs = [collect.read_log(requeued_run), collect.read_log(FIXTURES / "nvidia_b0_amp_8gpu.json")]
-    written = collect.write_plots(runs, tmp_path)
+    runs = [runlog.read_log(requeued_run), runlog.read_log(FIXTURES / "nvidia_b0_amp_8gpu.json")]
+    written = write_plots(runs, tmp_path)
     assert {p.name for p in written} == {"throughput.png", "curves.png", "latency.png"}
     for path in written:
         data = path.read_bytes()
@@ -144,13 +152,16 @@ def test_plots_render(requeued_run, tmp_path):
 
 
 def test_readme_results_section_is_rewritten_between_markers(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n{collect.README_BEGIN}\nold text\n{collect.README_END}\nafter\n")
-    proc = collect_cli(str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(readme))
-    assert proc.returncode == 0, proc.stderr
-    text = readme.read_text()
-    assert "old text" not in text and text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
-    assert "no GPU)" in text and "| B0 | 8 | 77.59% (raw) | 8.50 h |" in text
-    readme.write_text("no markers\n")
-    bad = collect_cli(str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(readme))
-    assert bad.returncode == 2 and "no results markers" in bad.stderr
+    path = tmp_path / "README.md"
+    old_begin = "<!-- results:begin (written by python -m tools.collect --readme) -->"  # an older writer's marker
+    for begin in (readme.README_BEGIN, old_begin):
+        path.write_text(f"# title\n\nbefore\n{begin}\nold text\n{readme.README_END}\nafter\n")
+        proc = module_cli("bench.readme", str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(path))
+        assert proc.returncode == 0, proc.stderr
+        text = path.read_text()
+        assert "old text" not in text and text.startswith(f"# title\n\nbefore\n{readme.README_BEGIN}\n")
+        assert text.endswith(f"{readme.README_END}\nafter\n") and old_begin not in text
+        assert "no GPU)" in text and "| B0 | 8 | 77.59% (raw) | 8.50 h |" in text
+    path.write_text("no markers\n")
+    bad = module_cli("bench.readme", str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(path))
+    assert bad.returncode == 2 and "no results markers" in bad.stderr and len(bad.stderr.splitlines()) == 1
