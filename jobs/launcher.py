@@ -5,7 +5,6 @@ cluster, so `--dry-run` prints exactly the script a real submission hands to sba
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -31,6 +30,7 @@ class PreparedJob:
 
     @property
     def command(self) -> list[str]:
+        """What submitit hands our script hook (test_launcher checks), so a dry run prints the real script."""
         return [self.python, *SUBMITIT_COMMAND, str(self.paths.submitit_dir)]
 
     def sbatch_text(self) -> str:
@@ -106,18 +106,26 @@ def _slurm_executor_class():
     import submitit
 
     class ProfileSlurmExecutor(submitit.SlurmExecutor):
-        """submitit's Slurm executor with our sbatch script (host-side requeue, Pyxis on srun)."""
+        """submitit's Slurm executor (pickling, sbatch, job ids, sacct states, results); the script is ours.
+
+        Why not submitit's template with `setup`/`teardown`/`srun_args`: the script must capture srun's
+        status and requeue on 75 from the host under a restart cap, send the profile's signal (submitit
+        fixes USR2), and stay the one renderer the sbatch/*.sub files share (and, next, a watchdog
+        beside srun); its teardown could do the requeue only by relying on the private template's layout.
+        `_make_submission_file_text` is SlurmExecutor's only hook for the script text; it renders the
+        `command` submitit passes, so submitit still decides what runs. Resources go through
+        `update_parameters`; ExperimentPaths spells submitit's log names. test_launcher pins all of it.
+        """
 
         def __init__(self, prepared: PreparedJob) -> None:
             super().__init__(folder=prepared.paths.submitit_dir, python=shlex.quote(prepared.python))
-            self.prepared = prepared
-            spec = prepared.spec
-            # submitit reads these for the task count and the timeout bookkeeping only.
-            self.parameters = {"nodes": spec.nodes, "ntasks_per_node": spec.tasks_per_node,
-                               "time": spec.time_limit_min}
+            self.spec = prepared.spec
+            resources = {"nodes": self.spec.nodes, "ntasks_per_node": self.spec.tasks_per_node,
+                         "time": self.spec.time_limit_min}
+            self.update_parameters(**{k: v for k, v in resources.items() if v is not None})
 
         def _make_submission_file_text(self, command: str, uid: str) -> str:
-            return self.prepared.sbatch_text()
+            return render_sbatch(self.spec, shlex.split(command))
 
     return ProfileSlurmExecutor
 
@@ -128,10 +136,11 @@ def make_executor(prepared: PreparedJob):
     if prepared.profile.executor == "slurm":
         return _slurm_executor_class()(prepared)
     executor = submitit.LocalExecutor(folder=prepared.paths.submitit_dir)
+    # The job's environment goes to the ranks through the executor's public `setup` (shell lines run
+    # before its controller starts them), never into this process's os.environ.
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in prepared.spec.env.items()]
     executor.update_parameters(nodes=1, tasks_per_node=prepared.profile.tasks_per_node,
-                               timeout_min=prepared.spec.time_limit_min)
-    # Local ranks inherit this process's environment.
-    os.environ.update(prepared.spec.env)
+                               timeout_min=prepared.spec.time_limit_min, setup=exports)
     return executor
 
 

@@ -21,7 +21,10 @@ from effnet.core.errors import ConfigError
 # The checkout this launcher runs from: relative profile paths (workdir, data_dir, experiments_dir)
 # are relative to it, and ranks on the host import this checkout's packages.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CLUSTERS_DIR = PROJECT_ROOT / "clusters"
+# The shipped profiles: clusters/ in a checkout; a wheel installs them beside jobs/ as effnet_slurm/clusters.
+CLUSTERS_DIR = PROJECT_ROOT / "effnet_slurm" / "clusters"
+if not CLUSTERS_DIR.is_dir():
+    CLUSTERS_DIR = PROJECT_ROOT / "clusters"
 DEFAULT_EXPERIMENTS_DIR = PROJECT_ROOT / "runs" / "experiments"
 DEFAULT_CLUSTER = "local"
 
@@ -68,10 +71,6 @@ class ClusterProfile:
     @property
     def uses_container(self) -> bool:
         return bool(self.container_image)
-
-    @property
-    def ranks_per_node(self) -> int:
-        return self.tasks_per_node
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -107,7 +107,11 @@ def wait_for_port(addr: str, port: int, timeout_s: float = RENDEZVOUS_TIMEOUT_S)
 
 
 def setup_horovod(layout: RankLayout, launch: str):
-    """Set this process up as Horovod rank `layout.rank`; returns rank 0's server (keep it alive)."""
+    """Set this process up as Horovod rank `layout.rank`; returns rank 0's server (keep it alive).
+
+    Writes os.environ on purpose: Horovod's C++ core reads HOROVOD_* from the process environment at
+    hvd.init() and has no other way in. This runs only in the dedicated rank process (the job itself,
+    under srun or submitit's local controller), never in the process that submits."""
     if layout.size <= 1:
         return None
     if launch == "pmix":
@@ -175,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     if launch not in ("gloo", "pmix"):
         print(f"jobs.task: error: --launch {launch!r}: valid: gloo, pmix", file=sys.stderr)
         sys.exit(2)
+    # This process is the rank, started straight by srun (no submitit _submit in between), and
+    # submitit.JobEnvironment tells schedulers apart by this variable.
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
 
     def run_with_flags(**flags) -> None:

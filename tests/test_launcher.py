@@ -4,16 +4,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import submitit
+from submitit.core.utils import JobPaths
 
 from effnet.core.errors import ConfigError
+from effnet.core.paths import ExperimentPaths
 from jobs import subfiles
-from jobs.launcher import prepare
+from jobs.launcher import make_executor, prepare, submit
 from jobs.profile import available_clusters, from_mapping, load_profile, valid_fields
 from jobs.recipes import RECIPES, get_recipe, resolve
 from jobs.render import JobSpec, render_sbatch
@@ -158,8 +162,8 @@ def test_show_prints_the_resolved_recipe():
     proc = submit_cli("--cluster", "dgxa100", "--nodes", "2", "b4_amp_stages", "--show")
     assert proc.returncode == 0, proc.stderr
     assert "global batch 2560, peak lr 0.1" in proc.stdout
-    assert "1: epochs 0-124, 256 px, mixup 0," in proc.stdout
-    assert "4: epochs 375-499, 380 px, mixup 0.2," in proc.stdout
+    assert "1: epochs 0-124 at 256 px, mixup 0," in proc.stdout
+    assert "4: epochs 375-499 at 380 px, mixup 0.2," in proc.stdout
     assert "--train_batch_size=160" in proc.stdout
 
 
@@ -179,12 +183,87 @@ def _check_golden(name: str, text: str) -> None:
     assert path.read_text() == text, f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
 
 
-@pytest.mark.parametrize("cluster, nodes, recipe", [
-    ("dgxa100", 4, "b4_amp"), ("dgx1v100", 2, "b0_amp_stages")])
+GOLDEN_JOBS = [("dgxa100", 4, "b4_amp"), ("dgx1v100", 2, "b0_amp_stages")]
+
+
+@pytest.mark.parametrize("cluster, nodes, recipe", GOLDEN_JOBS)
 def test_dry_run_matches_golden(cluster, nodes, recipe):
     proc = submit_cli("--cluster", cluster, "--nodes", str(nodes), recipe, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     _check_golden(f"{cluster}_{recipe}_{nodes}n.sbatch", proc.stdout)
+
+
+def _fake_slurm(tmp_path: Path, monkeypatch) -> None:
+    """`srun` (submitit looks for it on PATH) and an `sbatch` that accepts any script as job 4242."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", "exit 0"), ("sbatch", "echo 'Submitted batch job 4242'")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("cluster, nodes, recipe", GOLDEN_JOBS)
+def test_submitit_hands_sbatch_the_golden_script(tmp_path, monkeypatch, cluster, nodes, recipe):
+    """Through submitit's own submit(): the script it gives sbatch is the golden one, rendered from the
+    command submitit passes; task count and log names are submitit's. Fails when a submitit upgrade
+    changes that command, stops calling our hook or renames the logs."""
+    _fake_slurm(tmp_path, monkeypatch)
+    profile = load_profile(cluster)
+    real_root = Path(profile.experiments_dir)
+    profile = dataclasses.replace(profile, experiments_dir=str(tmp_path / "experiments"))
+    prepared = prepare(profile, get_recipe(recipe), nodes)
+    job = submit(prepared)
+    assert job.job_id == "4242" and job.num_tasks == nodes * profile.tasks_per_node
+    text = job.paths.submission_file.read_text()
+    assert text == prepared.sbatch_text()
+    assert text.replace(str(tmp_path / "experiments"), str(real_root)) == (
+        GOLDEN / f"{cluster}_{recipe}_{nodes}n.sbatch").read_text()
+    last = job.task(job.num_tasks - 1)
+    assert (last.paths.stdout, last.paths.stderr) == (
+        prepared.paths.task_log("4242", job.num_tasks - 1), prepared.paths.task_log("4242", job.num_tasks - 1, "err"))
+
+
+def test_submitits_own_script_runs_our_command_and_logs(tmp_path, monkeypatch):
+    """A plain SlurmExecutor (submitit's template) runs the command our dry run prints and logs where we
+    do; and our hook renders whatever command submitit gives it."""
+    _fake_slurm(tmp_path, monkeypatch)
+    profile = dataclasses.replace(load_profile("dgxa100"), experiments_dir=str(tmp_path / "experiments"))
+    prepared = prepare(profile, get_recipe("b4_amp"), 4)
+    plain = submitit.SlurmExecutor(folder=prepared.paths.submitit_dir, python=shlex.quote(prepared.python))
+    lines = plain.submit(int).paths.submission_file.read_text().splitlines()
+    assert f"#SBATCH --output={prepared.paths.batch_log_pattern('out')}" in lines
+    assert f"#SBATCH --error={prepared.paths.batch_log_pattern('err')}" in lines
+    srun = shlex.split(next(line for line in lines if line.startswith("srun ")))
+    assert srun[-len(prepared.command):] == prepared.command
+    assert prepared.paths.task_log_pattern("out") == srun[srun.index("--output") + 1]
+    assert prepared.paths.task_log_pattern("err") == srun[srun.index("--error") + 1]
+    fake = ["fake-python", "-m", "fake.module", "/a b"]
+    assert make_executor(prepared)._make_submission_file_text(shlex.join(fake), "uid") == render_sbatch(
+        prepared.spec, fake)
+
+
+def test_log_names_are_submitits(tmp_path):
+    paths = ExperimentPaths.create(tmp_path, "x")
+    assert paths.task_log("77", 3) == JobPaths(paths.submitit_dir, "77", 3).stdout
+    assert paths.task_log("77", 3, "err") == JobPaths(paths.submitit_dir, "77", 3).stderr
+    assert paths.task_log_pattern("err") == str(JobPaths(paths.submitit_dir).stderr)
+    assert paths.batch_log_pattern("out") == str(JobPaths(paths.submitit_dir, "%j", 0).stdout)
+
+
+def test_local_executor_gets_the_job_env_and_leaves_ours_alone(tmp_path):
+    """The local profile's env reaches the ranks through submitit's `setup`, quoted, not os.environ."""
+    before = dict(os.environ)
+    profile = load_profile("local")
+    note = "$(touch pwned); `id` 'q'"
+    profile = dataclasses.replace(profile, experiments_dir=str(tmp_path), env={**profile.env, "EFFNET_NOTE": note})
+    executor = make_executor(prepare(profile, get_recipe("smoke"), 1))
+    assert dict(os.environ) == before
+    setup = executor.parameters["setup"]
+    out = subprocess.run(["sh", "-c", " && ".join([*setup, 'printf %s "$EFFNET_NOTE"'])], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout == note and not (tmp_path / "pwned").exists()
+    assert "export HOROVOD_GLOO_IFACE=lo" in setup
 
 
 def test_dry_run_shows_stages_requeue_and_pyxis_on_srun():

@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 
 from tests.runlogs import checkpoint_tensors, records, train_steps
+from tools.local_slurm import DEFAULT_DIR
+from tools.slurm_conf import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
-SLURM_DIR = Path(os.environ.get("EFFNET_LOCAL_SLURM_DIR", "/tmp/effnet-local-slurm"))
+SLURM_DIR = DEFAULT_DIR
+SLURM_CONF = Layout(SLURM_DIR).conf
 EPOCHS, STEPS = 2, 10
 TINY = ["--set", "mparams=num_classes=3,sync_batch_norm=false,width_coefficient=0.25,depth_coefficient=0.25",
         "--set", "augmenter_name=none", "--set", f"max_epochs={EPOCHS}", "--set", f"steps_per_epoch={STEPS}"]
@@ -29,11 +32,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
 def _slurm_env() -> dict[str, str]:
-    return {**os.environ, "SLURM_CONF": str(SLURM_DIR / "etc" / "slurm.conf"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {**os.environ, "SLURM_CONF": str(SLURM_CONF), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _cluster_answers() -> bool:
-    if not shutil.which("sinfo") or not (SLURM_DIR / "etc" / "slurm.conf").is_file():
+    if not shutil.which("sinfo") or not SLURM_CONF.is_file():
         return False
     return subprocess.run(["sinfo", "-h"], env=_slurm_env(), capture_output=True, timeout=30).returncode == 0
 
@@ -50,7 +53,7 @@ def slurm():
         started = True
     for var in [v for v in os.environ if v.startswith(("SLURM_", "SUBMITIT_"))]:
         os.environ.pop(var)  # a test run inside a Slurm job must not leak that job's identity
-    os.environ["SLURM_CONF"] = str(SLURM_DIR / "etc" / "slurm.conf")
+    os.environ["SLURM_CONF"] = str(SLURM_CONF)
     yield _slurm_env()
     if started:
         subprocess.run([sys.executable, "-m", "tools.local_slurm", "down", "--dir", str(SLURM_DIR)], check=False)

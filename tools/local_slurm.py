@@ -2,7 +2,7 @@
 
     python -m tools.local_slurm up [--dir DIR] [--nodes 4] [--cpus 2] [--mem-mb 4000]
     python -m tools.local_slurm down [--dir DIR] [--purge]
-    python -m tools.local_slurm status [--dir DIR]
+    python -m tools.local_slurm status [--dir DIR] [--json]
 
 `up` (as root) installs the Debian packages if they are missing, then starts munge, a private
 MariaDB with slurmdbd (submitit reads job states through sacct), slurmctld and N slurmd daemons
@@ -10,13 +10,17 @@ that pose as nodes node1..nodeN. Partitions: `debug` (default, preemptable: Pree
 GraceTime=20 s) and `high` (PriorityTier 10, preempts debug). Requeued jobs restart within
 seconds (cred_expire=10, KillWait=5). It is idempotent: what already runs is left alone.
 
-Clients find the cluster through SLURM_CONF=DIR/etc/slurm.conf; `up` also links
-/etc/slurm/slurm.conf to it when that path is free, so plain `sbatch` works. `down` stops only
-the daemons it started (by recorded PID) and removes only its own link.
+`up` records what it started in DIR/state.json (layout, ports, each daemon's PID and start time,
+rewritten atomically after every start), and `down` and `status` read it: `down` stops exactly
+those processes, whatever flags `up` had. `--dir` is the one way to use another directory than
+DEFAULT_DIR. Clients find the cluster through SLURM_CONF=DIR/etc/slurm.conf; `up` also links
+/etc/slurm/slurm.conf to it when that path is free, so plain `sbatch` works, and `down` removes
+only its own link.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -24,133 +28,112 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-PROG = "python -m tools.local_slurm"
+from .slurm_conf import DB_NAME, DB_PASS, DB_USER, PROG, Layout, slurm_conf, slurmdbd_conf
+
+# The one place that names the default cluster directory; tests import it, benches ask `status --json`.
 DEFAULT_DIR = Path("/tmp/effnet-local-slurm")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server")
-PORT_BASE = 16800
-GRACE_TIME_S = 20
-KILL_WAIT_S = 5
-CRED_EXPIRE_S = 10
-DB_USER, DB_PASS, DB_NAME = "slurm", "slurm-local-test", "slurm_acct_db"
 
 
 class ClusterError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Every path and port of one local cluster."""
-
-    dir: Path
-    nodes: int = 4
-    cpus: int = 2
-    mem_mb: int = 4000
-
-    @property
-    def conf(self) -> Path:
-        return self.dir / "etc" / "slurm.conf"
-
-    @property
-    def dbd_conf(self) -> Path:
-        return self.dir / "etc" / "slurmdbd.conf"
-
-    @property
-    def db_socket(self) -> Path:
-        return self.dir / "run" / "mysqld.sock"
-
-    def pidfile(self, name: str) -> Path:
-        return self.dir / "run" / f"{name}.pid"
-
-    def log(self, name: str) -> Path:
-        return self.dir / "log" / f"{name}.out"
-
-    @property
-    def ctld_port(self) -> int:
-        return PORT_BASE + 17
-
-    @property
-    def dbd_port(self) -> int:
-        return PORT_BASE + 19
-
-    @property
-    def db_port(self) -> int:
-        return PORT_BASE + 6
-
-    @property
-    def node_names(self) -> list[str]:
-        return [f"node{i}" for i in range(1, self.nodes + 1)]
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
-
-
 def say(text: str) -> None:
     print(f"local_slurm: {text}", flush=True)
 
 
-# ------------------------------------------------------------------ processes
+# ------------------------------------------------------------------ processes and the state file
 
 
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (PID 1 here reaps orphans slowly)."""
+def _proc_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [0] the state, [19] the start time in clock ticks."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
-    return state != "Z"
+        return []
 
 
-def _recorded_pid(layout: Layout, name: str) -> int | None:
-    try:
-        return int(layout.pidfile(name).read_text())
-    except (OSError, ValueError):
-        return None
+def _alive(daemon: dict) -> bool:
+    """Running, not a zombie (PID 1 here reaps orphans slowly), and still the process `up` started:
+    the recorded start time guards against a reused PID."""
+    fields = _proc_fields(daemon["pid"])
+    return len(fields) > 19 and fields[0] != "Z" and int(fields[19]) == daemon["start_ticks"]
 
 
-def running(layout: Layout, name: str) -> bool:
-    pid = _recorded_pid(layout, name)
-    return pid is not None and _alive(pid)
+@dataclass
+class Cluster:
+    """A layout and the daemons `up` started for it: exactly what DIR/state.json records, so `down`
+    and `status` act on what runs, not on what their own flags would describe."""
+
+    layout: Layout
+    daemons: dict[str, dict] = field(default_factory=dict)  # name -> {"pid", "start_ticks"}, in start order
+
+    @classmethod
+    def load(cls, directory: Path) -> "Cluster | None":
+        try:
+            state = json.loads(Layout(directory).state_file.read_text())
+        except FileNotFoundError:
+            return None
+        return cls(Layout(Path(state["dir"]), state["nodes"], state["cpus"], state["mem_mb"]), state["daemons"])
+
+    def to_json(self) -> dict:
+        lay = self.layout
+        return {"dir": str(lay.dir), "conf": str(lay.conf), "nodes": lay.nodes, "cpus": lay.cpus,
+                "mem_mb": lay.mem_mb, "ports": lay.ports, "daemons": self.daemons}
+
+    def save(self) -> None:
+        """Atomic, and after every start and stop: an interrupted `up` still tells `down` what to stop."""
+        write_if_changed(self.layout.state_file, json.dumps(self.to_json(), indent=2) + "\n")
+
+    def running(self, name: str) -> bool:
+        return name in self.daemons and _alive(self.daemons[name])
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.layout.conf)}
 
 
-def start_daemon(layout: Layout, name: str, argv: list[str], env: dict | None = None) -> None:
-    if running(layout, name):
-        say(f"{name} already running (pid {_recorded_pid(layout, name)})")
+def start_daemon(cluster: Cluster, name: str, argv: list[str]) -> None:
+    if cluster.running(name):
+        say(f"{name} already running (pid {cluster.daemons[name]['pid']})")
         return
-    with open(layout.log(name), "ab") as out:
+    with open(cluster.layout.log(name), "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env or layout.env())
-    layout.pidfile(name).write_text(str(proc.pid))
+                                start_new_session=True, env=cluster.env())
+    cluster.daemons[name] = {"pid": proc.pid, "start_ticks": int(_proc_fields(proc.pid)[19])}
+    cluster.save()
     say(f"started {name} (pid {proc.pid})")
 
 
-def stop_daemon(layout: Layout, name: str) -> None:
-    pid = _recorded_pid(layout, name)
-    if pid is not None and _alive(pid):
+def stop_daemon(cluster: Cluster, name: str) -> None:
+    if cluster.running(name):
+        pid = cluster.daemons[name]["pid"]
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
+        while cluster.running(name) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):
+        if cluster.running(name):
             os.kill(pid, signal.SIGKILL)
         say(f"stopped {name} (pid {pid})")
-    layout.pidfile(name).unlink(missing_ok=True)
+    cluster.daemons.pop(name, None)
+    cluster.save()
 
 
-def wait_until(what: str, check, timeout_s: float, layout: Layout) -> None:
+def wait_until(what: str, check, timeout_s: float, cluster: Cluster) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}; logs in {layout.dir / 'log'}")
+            raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}; "
+                               f"logs in {cluster.layout.dir / 'log'}")
         time.sleep(0.2)
 
 
-def _ok(argv: list[str], layout: Layout, input: str | None = None) -> bool:
-    return subprocess.run(argv, env=layout.env(), capture_output=True, text=True, input=input).returncode == 0
+def _ok(argv: list[str], cluster: Cluster) -> bool:
+    return subprocess.run(argv, env=cluster.env(), capture_output=True, text=True).returncode == 0
 
 
 def _port_open(port: int) -> bool:
@@ -173,70 +156,6 @@ def install_packages() -> None:
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env,
                    stdout=subprocess.DEVNULL)
-
-
-def slurm_conf(layout: Layout) -> str:
-    d = layout.dir
-    first = PORT_BASE + 1
-    return f"""# written by {PROG}; do not edit
-ClusterName=effnetlocal
-SlurmctldHost={socket.gethostname().split('.')[0]}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=cred_expire={CRED_EXPIRE_S}
-CryptoType=crypto/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=5
-ReturnToService=2
-JobRequeue=1
-KillWait={KILL_WAIT_S}
-MinJobAge=600
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
-AccountingStoragePort={layout.dbd_port}
-JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
-PreemptType=preempt/partition_prio
-PreemptMode=REQUEUE
-SlurmctldParameters=preempt_send_user_signal
-SlurmctldPort={layout.ctld_port}
-StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool/%n
-SlurmctldPidFile={d}/run/slurmctld.pidfile
-SlurmdPidFile={d}/run/slurmd-%n.pidfile
-SlurmctldLogFile={d}/log/slurmctld.log
-SlurmdLogFile={d}/log/slurmd-%n.log
-SlurmdParameters=config_overrides
-NodeName=node[1-{layout.nodes}] NodeHostname={socket.gethostname().split('.')[0]} NodeAddr=127.0.0.1 \
-Port=[{first}-{first + layout.nodes - 1}] CPUs={layout.cpus} RealMemory={layout.mem_mb} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE \
-GraceTime={GRACE_TIME_S}
-PartitionName=high Nodes=ALL Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
-"""
-
-
-def slurmdbd_conf(layout: Layout) -> str:
-    d = layout.dir
-    return f"""# written by {PROG}; do not edit
-AuthType=auth/munge
-DbdHost=localhost
-DbdPort={layout.dbd_port}
-SlurmUser=root
-LogFile={d}/log/slurmdbd.log
-PidFile={d}/run/slurmdbd.pidfile
-StorageType=accounting_storage/mysql
-StorageHost=127.0.0.1
-StoragePort={layout.db_port}
-StorageUser={DB_USER}
-StoragePass={DB_PASS}
-StorageLoc={DB_NAME}
-"""
 
 
 def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -268,8 +187,8 @@ def unlink_system_conf(layout: Layout) -> None:
 # ------------------------------------------------------------------ daemons
 
 
-def start_munge(layout: Layout) -> None:
-    if _ok(["sh", "-c", "munge -n | unmunge"], layout):
+def start_munge(cluster: Cluster) -> None:
+    if _ok(["sh", "-c", "munge -n | unmunge"], cluster):
         return  # a munged already answers on the default socket: share it (slurmdbd needs the default one)
     key = Path("/etc/munge/munge.key")
     if not key.is_file():
@@ -280,82 +199,106 @@ def start_munge(layout: Layout) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.chown(run_dir, "munge", "munge")
     run_dir.chmod(0o755)
-    start_daemon(layout, "munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
-                                    "/usr/sbin/munged", "-F"])
-    wait_until("munged", lambda: _ok(["sh", "-c", "munge -n | unmunge"], layout), 20, layout)
+    start_daemon(cluster, "munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
+                                     "/usr/sbin/munged", "-F"])
+    wait_until("munged", lambda: _ok(["sh", "-c", "munge -n | unmunge"], cluster), 20, cluster)
 
 
-def start_database(layout: Layout) -> None:
-    datadir = layout.dir / "db"
+def start_database(cluster: Cluster) -> None:
+    layout = cluster.layout
+    datadir, run, ports = layout.dir / "db", layout.dir / "run", layout.ports
     if not (datadir / "mysql").is_dir():
         subprocess.run(["mariadb-install-db", "--user=root", f"--datadir={datadir}",
                         "--auth-root-authentication-method=socket", "--skip-test-db"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    start_daemon(layout, "mariadb", [
+    start_daemon(cluster, "mariadb", [
         "/usr/sbin/mariadbd", "--no-defaults", "--user=root", f"--datadir={datadir}", f"--socket={layout.db_socket}",
-        f"--port={layout.db_port}", "--bind-address=127.0.0.1", f"--pid-file={layout.dir / 'run' / 'mariadb.pidfile'}",
+        f"--port={ports['mariadb']}", "--bind-address=127.0.0.1", f"--pid-file={run / 'mariadb.pidfile'}",
         f"--log-error={layout.dir / 'log' / 'mariadb.err'}", "--skip-log-bin", "--innodb-buffer-pool-size=64M"])
     sql = ["mariadb", f"--socket={layout.db_socket}"]
-    wait_until("mariadb", lambda: _ok([*sql, "-e", "select 1"], layout), 60, layout)
+    wait_until("mariadb", lambda: _ok([*sql, "-e", "select 1"], cluster), 60, cluster)
     grant = (f"CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}'; "
              f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1'; FLUSH PRIVILEGES;")
     subprocess.run([*sql, "-e", grant], check=True)
     write_if_changed(layout.dbd_conf, slurmdbd_conf(layout), 0o600)
     # slurmdbd has no -f: it reads slurmdbd.conf next to $SLURM_CONF.
-    start_daemon(layout, "slurmdbd", ["/usr/sbin/slurmdbd", "-D"])
-    wait_until(f"slurmdbd on port {layout.dbd_port}", lambda: _port_open(layout.dbd_port), 120, layout)
+    start_daemon(cluster, "slurmdbd", ["/usr/sbin/slurmdbd", "-D"])
+    wait_until(f"slurmdbd on port {ports['slurmdbd']}", lambda: _port_open(ports["slurmdbd"]), 120, cluster)
 
 
-def _nodes_ready(layout: Layout) -> bool:
-    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=layout.env(), capture_output=True, text=True)
+def _nodes_ready(cluster: Cluster) -> bool:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=cluster.env(), capture_output=True, text=True)
     states = out.stdout.split()
-    return out.returncode == 0 and len(states) >= layout.nodes and all(
+    return out.returncode == 0 and len(states) >= cluster.layout.nodes and all(
         s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states)
 
 
-def up(layout: Layout) -> None:
+def plan(directory: Path, sizes: dict[str, int | None]) -> Cluster:
+    """The recorded cluster while any of it runs (flags given must match it), else a new one."""
+    recorded = Cluster.load(directory)
+    if recorded and any(recorded.running(name) for name in recorded.daemons):
+        wanted = Layout(directory, **{k: v or getattr(recorded.layout, k) for k, v in sizes.items()})
+        if wanted != recorded.layout:
+            raise ClusterError(f"already up with {recorded.layout.describe()}; run down first to change it")
+        return recorded
+    return Cluster(Layout(directory, **{k: v for k, v in sizes.items() if v}))
+
+
+def up(cluster: Cluster) -> None:
     if os.geteuid() != 0:
         raise ClusterError("must run as root (it installs packages and starts system daemons)")
     install_packages()
+    layout = cluster.layout
     for sub in ("etc", "state", "log", "run", *(f"spool/{n}" for n in layout.node_names)):
         (layout.dir / sub).mkdir(parents=True, exist_ok=True)
-    start_munge(layout)
+    cluster.save()
+    start_munge(cluster)
     conf_changed = write_if_changed(layout.conf, slurm_conf(layout))
-    start_database(layout)
-    start_daemon(layout, "slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(layout.conf)])
-    wait_until("slurmctld", lambda: _ok(["scontrol", "ping"], layout), 60, layout)
+    start_database(cluster)
+    start_daemon(cluster, "slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(layout.conf)])
+    wait_until("slurmctld", lambda: _ok(["scontrol", "ping"], cluster), 60, cluster)
     if conf_changed:
-        _ok(["scontrol", "reconfigure"], layout)
+        _ok(["scontrol", "reconfigure"], cluster)
     for node in layout.node_names:
-        start_daemon(layout, f"slurmd-{node}", ["/usr/sbin/slurmd", "-D", "-N", node, "-f", str(layout.conf)])
+        start_daemon(cluster, f"slurmd-{node}", ["/usr/sbin/slurmd", "-D", "-N", node, "-f", str(layout.conf)])
     try:
-        wait_until("nodes to become idle", lambda: _nodes_ready(layout), 30, layout)
+        wait_until("nodes to become idle", lambda: _nodes_ready(cluster), 30, cluster)
     except ClusterError:
-        _ok(["scontrol", "reconfigure"], layout)  # nodes left 'unknown' by a slurmctld restart re-register
-        wait_until("nodes to become idle", lambda: _nodes_ready(layout), 60, layout)
+        _ok(["scontrol", "reconfigure"], cluster)  # nodes left 'unknown' by a slurmctld restart re-register
+        wait_until("nodes to become idle", lambda: _nodes_ready(cluster), 60, cluster)
     link_system_conf(layout)
-    say(f"up: {layout.nodes} nodes, partitions debug (preemptable) and high. export SLURM_CONF={layout.conf}")
+    say(f"up: {layout.describe()}; partitions debug (preemptable) and high. export SLURM_CONF={layout.conf}")
 
 
-def down(layout: Layout, purge: bool) -> None:
-    if running(layout, "slurmctld"):
-        env = layout.env()
-        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.split()
-        if jobs:
-            subprocess.run(["scancel", *jobs], env=env, capture_output=True)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and subprocess.run(
-                    ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.strip():
-                time.sleep(0.3)
-    for node in layout.node_names:
-        stop_daemon(layout, f"slurmd-{node}")
-    for name in ("slurmctld", "slurmdbd", "mariadb", "munged"):
-        stop_daemon(layout, name)
-    _kill_leftover_steps(layout)
-    unlink_system_conf(layout)
+def _cancel_jobs(cluster: Cluster) -> None:
+    env = cluster.env()
+
+    def queued() -> list[str]:
+        return subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.split()
+
+    if jobs := queued():
+        subprocess.run(["scancel", *jobs], env=env, capture_output=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and queued():
+            time.sleep(0.3)
+
+
+def down(directory: Path, purge: bool) -> None:
+    """Stop what DIR/state.json says `up` started, newest first, whatever flags `up` was given."""
+    cluster = Cluster.load(directory)
+    if cluster is None:
+        say(f"nothing recorded in {Layout(directory).state_file}: nothing to stop")
+    else:
+        if cluster.running("slurmctld"):
+            _cancel_jobs(cluster)
+        for name in reversed(list(cluster.daemons)):
+            stop_daemon(cluster, name)
+        _kill_leftover_steps(cluster.layout)
+        unlink_system_conf(cluster.layout)
+        cluster.layout.state_file.unlink()
     if purge:
-        shutil.rmtree(layout.dir, ignore_errors=True)
-    say("down" + (f"; removed {layout.dir}" if purge else ""))
+        shutil.rmtree(directory, ignore_errors=True)
+    say("down" + (f"; removed {directory}" if purge else ""))
 
 
 def _kill_leftover_steps(layout: Layout) -> None:
@@ -373,33 +316,46 @@ def _kill_leftover_steps(layout: Layout) -> None:
             os.kill(int(proc.name), signal.SIGKILL)
 
 
-def status(layout: Layout) -> int:
-    names = ["munged", "mariadb", "slurmdbd", "slurmctld", *(f"slurmd-{n}" for n in layout.node_names)]
-    for name in names:
-        pid = _recorded_pid(layout, name)
-        print(f"{name:<14} {'running' if running(layout, name) else 'stopped'}" + (f" (pid {pid})" if pid else ""))
-    if running(layout, "slurmctld"):
-        subprocess.run(["sinfo", "-N", "-o", "%N %P %T %c"], env=layout.env())
-    return 0 if running(layout, "slurmctld") else 1
+def status(directory: Path, as_json: bool) -> int:
+    """What DIR/state.json records and whether it runs; --json for programs (bench asks this way)."""
+    cluster = Cluster.load(directory)
+    is_up = cluster is not None and cluster.running("slurmctld")
+    if as_json:
+        info = cluster.to_json() if cluster else {"dir": str(directory), "conf": str(Layout(directory).conf)}
+        info["running"] = {name: cluster.running(name) for name in cluster.daemons} if cluster else {}
+        print(json.dumps({**info, "up": is_up}, indent=2))
+    elif cluster is None:
+        print(f"no cluster recorded in {directory}")
+    else:
+        print(cluster.layout.describe())
+        for name, daemon in cluster.daemons.items():
+            print(f"{name:<14} {'running' if cluster.running(name) else 'stopped'} (pid {daemon['pid']})")
+        if is_up:
+            subprocess.run(["sinfo", "-N", "-o", "%N %P %T %c"], env=cluster.env())
+    return 0 if is_up else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"state directory (default {DEFAULT_DIR})")
-    parser.add_argument("--nodes", type=int, default=4)
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs per node (oversubscribes this machine)")
-    parser.add_argument("--mem-mb", type=int, default=4000, help="memory per node")
-    parser.add_argument("--purge", action="store_true", help="down: also delete the state directory")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
+    parser.add_argument("--nodes", type=int, help="up: slurmd nodes (default 4)")
+    parser.add_argument("--cpus", type=int, help="up: CPUs per node, oversubscribing this machine (default 2)")
+    parser.add_argument("--mem-mb", type=int, help="up: memory per node (default 4000)")
+    parser.add_argument("--purge", action="store_true", help="down: also delete the cluster directory")
+    parser.add_argument("--json", action="store_true", help="status: print the recorded state as JSON")
     args = parser.parse_args(argv)
-    layout = Layout(args.dir.resolve(), args.nodes, args.cpus, args.mem_mb)
+    sizes = {"nodes": args.nodes, "cpus": args.cpus, "mem_mb": args.mem_mb}
+    if args.action != "up" and any(v is not None for v in sizes.values()):
+        parser.error("--nodes, --cpus and --mem-mb are for up; down and status read what up recorded")
+    directory = args.dir.resolve()
     try:
         if args.action == "up":
-            up(layout)
+            up(plan(directory, sizes))
         elif args.action == "down":
-            down(layout, args.purge)
+            down(directory, args.purge)
         else:
-            return status(layout)
+            return status(directory, args.json)
     except (ClusterError, subprocess.CalledProcessError) as err:
         print(f"local_slurm: error: {err}", file=sys.stderr)
         return 1

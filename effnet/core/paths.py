@@ -55,16 +55,19 @@ class ExperimentPaths:
     def checkpoints(self) -> Path:
         return self.model_dir / CHECKPOINTS_DIRNAME
 
-    def task_log(self, job_id: str, task: int, stream: str = "out") -> Path:
+    # submitit's names for task logs (its JobPaths.stdout/stderr): srun writes them, submitit's
+    # Job.stdout() reads them. Core may not import submitit (.importlinter), so
+    # tests/test_launcher.py pins these to JobPaths and fails if a submitit upgrade renames them.
+    def task_log(self, job_id: str, task: int | str, stream: str = "out") -> Path:
         return self.submitit_dir / f"{job_id}_{task}_log.{stream}"
 
     def task_log_pattern(self, stream: str = "out") -> str:
         """The `%j_%t` pattern srun expands; the same names submitit reads back."""
-        return str(self.submitit_dir / f"%j_%t_log.{stream}")
+        return str(self.task_log("%j", "%t", stream))
 
     def batch_log_pattern(self, stream: str = "out") -> str:
-        """The batch script's own output shares task 0's file, as submitit expects."""
-        return str(self.submitit_dir / f"%j_0_log.{stream}")
+        """The batch script's own output shares task 0's file, as in submitit's own script."""
+        return str(self.task_log("%j", 0, stream))
 
     def read_metadata(self) -> dict:
         if not self.metadata.is_file():
