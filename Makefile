@@ -20,9 +20,9 @@ $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 
-# Re-installs when pyproject.toml changes.
+# Re-installs when pyproject.toml changes. The `cpu` extra is the TensorFlow here (`gpu` on CUDA nodes).
 $(STAMP_DEPS): pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[cpu,test]'
 	touch $@
 
 deps: $(STAMP_DEPS)
@@ -47,7 +47,9 @@ horovod: $(STAMP_HVD)
 
 # As root, the real-Slurm tests get a local cluster (tools.local_slurm), taken down afterwards
 # whatever the result. Without root those tests skip and say why.
+# The import contracts of .importlinter first: they are the design, and take a second.
 test: setup
+	$(VENV)/bin/lint-imports
 	@if [ "$$(id -u)" = 0 ]; then $(PY) -m tools.local_slurm up || exit 1; fi; \
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS); status=$$?; \
 	if [ "$$(id -u)" = 0 ]; then $(PY) -m tools.local_slurm down; fi; \

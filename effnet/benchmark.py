@@ -18,6 +18,7 @@ from effnet.core.dllogger import DLLogger
 from effnet.model.efficientnet import build_model
 from effnet.train.metrics import latency_stats, throughput
 from effnet.train.optimizer import build_optimizer, current_learning_rate
+from effnet.train.precision import policy_name
 from effnet.train.step import StepConfig, TrainStep
 
 
@@ -28,8 +29,13 @@ def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> tuple
     return tf.constant(images), tf.constant(labels)
 
 
+# Synthetic data stands in for ImageNet-1k, so the learning-rate schedule is ImageNet's.
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+
+
 def benchmark_training(model, cfg: TrainConfig, logger: DLLogger) -> dict[str, float]:
-    optimizer = build_optimizer(cfg, dist.size())
+    steps_per_epoch = cfg.steps_per_epoch or max(1, IMAGENET_TRAIN_EXAMPLES // cfg.global_batch(dist.size()))
+    optimizer = build_optimizer(cfg, dist.size(), steps_per_epoch)
     step = TrainStep(model, optimizer, StepConfig(cfg.label_smoothing, cfg.weight_decay, cfg.grad_accum_steps, cfg.use_xla))
     per_update = cfg.train_batch_size * cfg.grad_accum_steps
     images, labels = synthetic_batch(per_update, cfg.train_img_size, model.output_shape[-1], seed=dist.rank())
@@ -74,7 +80,8 @@ def benchmark_inference(model, cfg: TrainConfig) -> dict[str, float]:
 
 
 def run_benchmark(model_cfg: ModelConfig, cfg: TrainConfig, logger: DLLogger) -> dict[str, float]:
-    model = build_model(model_cfg)
+    model = build_model(model_cfg, dtype_policy=policy_name(cfg.use_amp, cfg.amp_dtype),
+                        allreduce=dist.batch_norm_allreduce())
     results = {"comment": "benchmark on synthetic data", **benchmark_training(model, cfg, logger)}
     results.update(benchmark_inference(model, cfg))
     logger.log((), results)

@@ -32,7 +32,7 @@ def run(config: TrainConfig) -> dict | None:
 
     from effnet import dist
     from effnet.core.dllogger import DLLogger
-    from effnet.train.precision import configure_precision
+    from effnet.train.precision import configure_tf32
 
     if config.seed is not None:
         import keras
@@ -41,12 +41,13 @@ def run(config: TrainConfig) -> dict | None:
         # A seed means a reproducible run: same data, same init, deterministic kernels.
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
-    dist.init()
+    # The one place that decides: the launcher announced several ranks, or this process runs alone.
+    dist.init(horovod=dist.launched_ranks(os.environ) > 1)
     if config.use_xla and dist.size() > 1 and model_cfg.sync_batch_norm and config.mode in ("train", "train_and_eval",
                                                                                            "benchmark"):
         raise ConfigError("--use_xla with several ranks cannot compile the cross-replica BatchNorm allreduce; "
                           "pass --mparams sync_batch_norm=false (per-rank BatchNorm statistics)")
-    configure_precision(config.use_amp, config.amp_dtype, config.use_tf32)
+    configure_tf32(config.use_tf32)
     log_path = os.path.join(config.model_dir, config.log_filename)
     with DLLogger(log_path, rank=dist.rank()) as logger:
         logger.standard_metadata()
@@ -61,7 +62,7 @@ def run(config: TrainConfig) -> dict | None:
 
             return Trainer(config, model_cfg, logger, with_eval=config.mode == "train_and_eval").fit()
         elif config.mode == "eval":
-            from effnet.train.loop import evaluate_checkpoint
+            from effnet.inference import evaluate_checkpoint
 
             evaluate_checkpoint(config, model_cfg, logger)
         else:

@@ -94,7 +94,7 @@ def write_predictions(rows: list[dict], output: str) -> None:
 def run_predict(cfg, model_cfg, logger) -> list[dict]:
     """`--mode predict`: restore, classify, write the output file, log a summary."""
     from effnet.train.evaluate import make_inference_fn
-    from effnet.train.loop import restore_for_inference
+    from effnet.inference import restore_for_inference
 
     if not cfg.predict_path:
         raise DataError("--mode predict needs --predict_path (an image or a flat folder)")

@@ -36,7 +36,7 @@ def efficientnet_steps(rank: int, size: int, steps: int = 3) -> list[float]:
     keras.utils.set_random_seed(0)
     cfg = apply_mparams(load_model_config("b0"), "width_coefficient=0.25,depth_coefficient=0.25,num_classes=4,"
                                                  "dropout_rate=0,drop_connect_rate=0")
-    model = build_model(cfg, 48)
+    model = build_model(cfg, 48, allreduce=dist.batch_norm_allreduce())  # cross-replica BN with 2 ranks
     step = TrainStep(model, keras.optimizers.SGD(0.05, momentum=0.9), StepConfig(label_smoothing=0.1))
     step.broadcast_initial_state()
     images, labels = efficientnet_batch()
@@ -50,7 +50,7 @@ def efficientnet_steps(rank: int, size: int, steps: int = 3) -> list[float]:
 
 
 def main() -> None:
-    dist.init()
+    dist.init(horovod=True)  # started by horovodrun
     rank, size = dist.rank(), dist.size()
     keras.utils.set_random_seed(100 + rank)          # different init on each rank
     inputs = keras.Input((5,))

@@ -109,8 +109,7 @@ def test_every_boolean_can_be_turned_on_and_off():
         assert getattr(TrainConfig.from_flags(**{name: False}, **extra), name) is False
 
 
-def test_global_batch_and_updates_per_epoch():
-    cfg = TrainConfig(train_batch_size=256, grad_accum_steps=2, train_num_examples=1_281_167)
+def test_global_batch_and_peak_lr():
+    cfg = TrainConfig(train_batch_size=256, grad_accum_steps=2, lr_init=0.005)
     assert cfg.global_batch(8) == 4096
-    assert cfg.updates_per_epoch(8) == 1_281_167 // 4096
-    assert TrainConfig(steps_per_epoch=5).updates_per_epoch(8) == 5
+    assert cfg.peak_lr(8) == 0.005 * 4096 / 128

@@ -7,7 +7,7 @@ import pytest
 
 from effnet.core.config.model import load_model_config
 from effnet.core.architecture import BASE_BLOCKS, round_filters, round_repeats, scale_blocks
-from effnet.model.efficientnet import build_model
+from effnet.model.efficientnet import CrossReplicaBatchNormalization, build_model
 from tests.keras_reference import copy_weights, keras_reference, photo_batch, randomise_weights, reference_input
 
 VARIANTS = [f"b{i}" for i in range(8)]
@@ -63,18 +63,19 @@ def test_published_totals():
     assert param_count(build_model(load_model_config("b4"), 380)) == 19_466_823 - 7
 
 
-def _compare_logits(name: str, image_size: int, atol_relative_to_max: bool = False) -> float:
+def _compare_logits(name: str, image_size: int, atol_relative_to_max: bool = False, dtype: str = "float32") -> float:
+    """keras.applications runs under the global policy (the caller's), ours under the same `dtype` passed in."""
     keras.utils.set_random_seed(0)  # the same random weights every run
     cfg = load_model_config(name)
     reference = keras_reference(name, image_size)
     randomise_weights(reference, seed=7)
-    ours = build_model(cfg, image_size=image_size)
+    ours = build_model(cfg, image_size=image_size, dtype_policy=dtype)
     copied = copy_weights(reference, ours)
     assert copied == len(ours.weights)
     images = photo_batch(image_size)
     want = reference.predict(reference_input(images), verbose=0)
-    got = ours.predict(images.astype(keras.mixed_precision.global_policy().compute_dtype), verbose=0)
-    assert got.dtype == keras.mixed_precision.global_policy().compute_dtype
+    got = ours.predict(images.astype(dtype), verbose=0)
+    assert got.dtype == dtype
     atol = 1e-5 * max(1.0, float(np.abs(want).max())) if atol_relative_to_max else 1e-5
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol)
     assert np.array_equal(got.argmax(-1), want.argmax(-1))
@@ -104,7 +105,7 @@ def test_logits_match_keras_applications_slow(name):
     keras.config.set_floatx("float64")            # model inputs too, not only the layers
     keras.mixed_precision.set_global_policy("float64")
     try:
-        _compare_logits(name, load_model_config(name).resolution, atol_relative_to_max=name == "b7")
+        _compare_logits(name, load_model_config(name).resolution, atol_relative_to_max=name == "b7", dtype="float64")
     finally:
         keras.mixed_precision.set_global_policy("float32")
         keras.config.set_floatx("float32")
@@ -112,16 +113,56 @@ def test_logits_match_keras_applications_slow(name):
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_logits_are_float32_under_mixed_precision(policy):
-    keras.mixed_precision.set_global_policy(policy)
+    model = build_model(load_model_config("b0"), image_size=32, dtype_policy=policy)
+    assert keras.mixed_precision.global_policy().name == "float32"   # passed in, not set globally
+    out = model(np.zeros((2, 32, 32, 3), np.float32), training=False)
+    assert out.dtype == "float32"
+    assert model.get_layer("block2a_dwconv").compute_dtype == policy.split("_")[1]
+    assert model.get_layer("block2a_bn").compute_dtype == policy.split("_")[1]
+    assert model.get_layer("normalization").compute_dtype == model.get_layer("predictions").compute_dtype == "float32"
+
+
+def test_the_global_policy_is_not_consulted():
+    keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        cfg = load_model_config("b0")
-        model = build_model(cfg, image_size=32)
-        out = model(np.zeros((2, 32, 32, 3), np.float32), training=False)
-        assert out.dtype == "float32"
-        inner = model.get_layer("block2a_dwconv")
-        assert inner.compute_dtype == policy.split("_")[1]
+        model = build_model(load_model_config("b0"), image_size=32)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    assert {layer.compute_dtype for layer in model.layers[1:]} == {"float32"}
+
+
+def _two_halves_batch_norm(allreduce_other_half: bool):
+    """BN of the first half of a batch, its statistics averaged with the second half's or not."""
+    x = np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 4)).astype(np.float32)
+    half, other = x[:4], x[4:]
+    other_moments = np.stack([other.mean((0, 1, 2)), np.square(other).mean((0, 1, 2))])
+
+    def allreduce(local):  # what a 2-rank mean allreduce returns to rank 0
+        return (local + other_moments) / 2 if allreduce_other_half else local
+
+    layer = CrossReplicaBatchNormalization(allreduce=allreduce, momentum=0.9, epsilon=1e-3)
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    got = layer(half, training=True).numpy()
+    want = reference(x if allreduce_other_half else half, training=True).numpy()[:4]
+    return layer, reference, got, want
+
+
+@pytest.mark.parametrize("synced", [False, True])
+def test_cross_replica_batch_norm_uses_the_global_batch(synced):
+    """One rank of two normalises (and updates its moving statistics) like Keras BN on both halves."""
+    layer, reference, got, want = _two_halves_batch_norm(allreduce_other_half=synced)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), reference.moving_variance.numpy(), rtol=1e-4)
+    x = np.ones((2, 5, 5, 4), np.float32)
+    np.testing.assert_allclose(layer(x, training=False).numpy(), reference(x, training=False).numpy(), rtol=1e-5)
+
+
+def test_sync_batch_norm_only_with_an_allreduce():
+    cfg = load_model_config("b0")
+    assert not any(isinstance(l, CrossReplicaBatchNormalization) for l in build_model(cfg, 32).layers)
+    synced = build_model(cfg, 32, allreduce=lambda t: t)
+    assert isinstance(synced.get_layer("stem_bn"), CrossReplicaBatchNormalization)
 
 
 def test_num_classes_is_a_parameter():

@@ -96,7 +96,7 @@ def test_random_flip_can_be_turned_off(flip):
 def test_random_flip_flag_reaches_the_pipeline(shards):
     from effnet.core.config.model import ModelConfig
     from effnet.core.config.train import TrainConfig
-    from effnet.train.loop import open_data
+    from effnet.data.splits import open_data
 
     model_cfg = ModelConfig("t", 1.0, 1.0, 32, 0.2, num_classes=3)
     assert open_data(TrainConfig(data_dir=str(shards)), model_cfg, True, False).cfg.random_flip

@@ -93,31 +93,30 @@ def test_weight_decay_covers_conv_and_dense_not_bn_or_depthwise():
 
 
 def test_mixed_float16_step_with_dynamic_loss_scaling():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = build_model(apply_mparams(load_model_config("b0"),
-                                          "width_coefficient=0.25,depth_coefficient=0.25,num_classes=4"), 32)
-        inner = keras.optimizers.SGD(0.01)
-        opt = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0 ** 15)
-        step = TrainStep(model, opt, StepConfig(label_smoothing=0.1, weight_decay=5e-6))
-        rng = np.random.default_rng(0)
-        x = tf.constant(rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32))
-        y = tf.constant(np.eye(4, dtype=np.float32)[[0, 1, 2, 3]])
-        for _ in range(2):
-            loss, _ = step(x, y)
-            assert np.isfinite(float(loss))
-        assert all(np.isfinite(w.numpy()).all() for w in model.trainable_weights)
-        assert all(w.dtype == "float32" for w in model.trainable_weights)
+    # The policy is the model's: Keras's global one stays float32.
+    model = build_model(apply_mparams(load_model_config("b0"),
+                                      "width_coefficient=0.25,depth_coefficient=0.25,num_classes=4"), 32,
+                        dtype_policy="mixed_float16")
+    inner = keras.optimizers.SGD(0.01)
+    opt = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0 ** 15)
+    step = TrainStep(model, opt, StepConfig(label_smoothing=0.1, weight_decay=5e-6))
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32))
+    y = tf.constant(np.eye(4, dtype=np.float32)[[0, 1, 2, 3]])
+    for _ in range(2):
+        loss, _ = step(x, y)
+        assert np.isfinite(float(loss))
+    assert all(np.isfinite(w.numpy()).all() for w in model.trainable_weights)
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    assert model.get_layer("stem_conv").compute_dtype == "float16"
 
-        # An overflowing scale skips the update and halves the scale.
-        opt.dynamic_scale.assign(2.0 ** 120)  # float16 gradients overflow
-        before = [w.numpy() for w in model.trainable_weights]
-        step(x, y)
-        assert float(opt.dynamic_scale) == 2.0 ** 119
-        for a, w in zip(before, model.trainable_weights):
-            np.testing.assert_array_equal(a, w.numpy())
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    # An overflowing scale skips the update and halves the scale.
+    opt.dynamic_scale.assign(2.0 ** 120)  # float16 gradients overflow
+    before = [w.numpy() for w in model.trainable_weights]
+    step(x, y)
+    assert float(opt.dynamic_scale) == 2.0 ** 119
+    for a, w in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(a, w.numpy())
 
 
 def test_warmup_then_cosine_to_zero():
@@ -138,19 +137,19 @@ def test_exponential_staircase_decay():
 
 def test_schedule_from_config_scales_with_the_global_batch():
     cfg = TrainConfig(lr_init=0.005, train_batch_size=1024, lr_decay="cosine", warmup_epochs=5, max_epochs=500)
-    schedule = build_schedule(cfg, world_size=8)
+    steps = 1_281_167 // cfg.global_batch(8)
+    schedule = build_schedule(cfg, world_size=8, steps_per_epoch=steps)
     assert schedule.peak == pytest.approx(0.32)     # the B0 8xA100 AMP recipe
-    steps = cfg.updates_per_epoch(8)
     assert steps == 156 and schedule.warmup_steps == 5 * 156 and schedule.total_steps == 500 * 156
     assert peak_learning_rate(0.008, 128) == 0.008
 
 
 def test_optimizer_choices():
-    rms = build_optimizer(TrainConfig(), 1)
+    rms = build_optimizer(TrainConfig(), 1, steps_per_epoch=10)
     assert isinstance(rms, keras.optimizers.RMSprop) and rms.rho == 0.9 and rms.epsilon == 1e-3
-    sgd = build_optimizer(TrainConfig(optimizer="momentum", nesterov=True), 1)
+    sgd = build_optimizer(TrainConfig(optimizer="momentum", nesterov=True), 1, steps_per_epoch=10)
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov
-    amp = build_optimizer(TrainConfig(use_amp=True), 1)
+    amp = build_optimizer(TrainConfig(use_amp=True), 1, steps_per_epoch=10)
     assert isinstance(amp, keras.optimizers.LossScaleOptimizer)
-    bf16 = build_optimizer(TrainConfig(use_amp=True, amp_dtype="bfloat16"), 1)
+    bf16 = build_optimizer(TrainConfig(use_amp=True, amp_dtype="bfloat16"), 1, steps_per_epoch=10)
     assert not isinstance(bf16, keras.optimizers.LossScaleOptimizer)

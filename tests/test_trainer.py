@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from effnet.core.exits import EXIT_REQUEUE
+from effnet.core.runlog import is_train_step
 from tests.conftest import ROOT, run_cli
 from tests.runlogs import checkpoint_tensors, records, train_steps
 
@@ -37,26 +38,46 @@ def train_args(data: Path, model_dir: Path, *extra: str) -> list[str]:
             "--raug_magnitude", "9", "--mixup_alpha", "0.2", "--moving_average_decay", "0.9", *TINY, *extra]
 
 
-def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    result = run_cli(*train_args(mnist, straight))
-    assert result.returncode == 0, result.stderr[-3000:]
+def _logged_since(model_dir: Path, known: int) -> list[dict]:
+    return records(model_dir)[known:] if (model_dir / "log.json").exists() else []
 
+
+def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int] | None) -> dict:
+    """Train until this process logs `step` (None: its PARAMETER line, i.e. training starts), send
+    SIGUSR2, expect exit 75; returns the new stop record."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "effnet", *train_args(mnist, stopped)], cwd=ROOT, env=env,
+    known = len(_logged_since(model_dir, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "effnet", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        log = stopped / "log.json"
-        if log.exists() and (0, 3) in train_steps(stopped):
+        new = _logged_since(model_dir, known)
+        if (step in [tuple(r["step"]) for r in new if is_train_step(r)] if step else
+                any(r.get("step") == "PARAMETER" and "resumed_from" in r["data"] for r in new)):
             proc.send_signal(signal.SIGUSR2)
             break
         time.sleep(0.2)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == EXIT_REQUEUE, err[-3000:]
-    stop = [r["data"] for r in records(stopped) if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
-    assert len(stop) == 1 and stop[0]["checkpoint"].endswith(f"ckpt-{stop[0]['global_step']}")
-    stopped_at = stop[0]["global_step"]
+    stop = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
+    assert stop[-1]["checkpoint"].endswith(f"ckpt-{stop[-1]['global_step']}")
+    return stop[-1]
+
+
+def assert_checkpoints_equal(want_dir: Path, got_dir: Path) -> None:
+    want, got = checkpoint_tensors(want_dir), checkpoint_tensors(got_dir)
+    assert want.keys() == got.keys() and len(want) > 100
+    assert any(k.startswith("rng/") for k in want)    # dropout RNG state is part of the checkpoint
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    result = run_cli(*train_args(mnist, straight))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    stopped_at = stop_when_logged(train_args(mnist, stopped), stopped, (0, 3))["global_step"]
     assert 3 <= stopped_at < 12
 
     resumed = run_cli(*train_args(mnist, stopped))
@@ -67,11 +88,27 @@ def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):
     resumed_from = [r["data"]["resumed_from"] for r in records(stopped)
                     if r["type"] == "LOG" and "resumed_from" in r["data"]]
     assert resumed_from[0] == "" and resumed_from[1].endswith(f"ckpt-{stopped_at}")
-    want, got = checkpoint_tensors(straight), checkpoint_tensors(stopped)
-    assert want.keys() == got.keys() and len(want) > 100
-    assert any(k.startswith("rng/") for k in want)    # dropout RNG state is part of the checkpoint
-    for key in want:
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert_checkpoints_equal(straight, stopped)
+
+
+def test_resume_is_exact_after_stops_in_both_resolution_stages_with_autoaugment(mnist, tmp_path):
+    """Three stops: one in stage 1 (24 px, no mixup), two in stage 2 (32 px, mixup 0.2, a new trace).
+
+    Each signal arrives while the process traces a new shape (its first step, or stage 2's), which
+    takes seconds, so each stop lands on a known step: 1, then 7 (stage 2's first), then 8."""
+    def args(model_dir):
+        return train_args(mnist, model_dir, "--augmenter_name", "autoaugment", "--n_stages", "2",
+                          "--base_img_size", "24", "--base_mixup", "0.0")
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    result = run_cli(*args(straight))
+    assert result.returncode == 0, result.stderr[-3000:]
+    stops = [stop_when_logged(args(stopped), stopped, step)["global_step"] for step in (None, (0, 6), None)]
+    assert stops[0] < 6 < stops[1] < stops[2] < 12, stops     # two of the three resumes are inside stage 2
+    resumed = run_cli(*args(stopped))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert train_steps(stopped) == [(e, s) for e in range(2) for s in range(1, 7)]
+    assert_checkpoints_equal(straight, stopped)
 
 
 def test_eval_and_predict_modes_use_the_checkpoint(mnist, tmp_path):
@@ -141,8 +178,7 @@ def test_two_horovod_ranks_train_in_sync_and_evaluate_the_whole_split(mnist, tmp
         return [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == []][0]
 
     def losses(model_dir):
-        return [r["data"]["training_loss"] for r in records(model_dir)
-                if r["type"] == "LOG" and isinstance(r["step"], list) and len(r["step"]) == 2]
+        return [r["data"]["training_loss"] for r in records(model_dir) if is_train_step(r)]
 
     params = [r["data"] for r in records(two) if r["type"] == "LOG" and r["step"] == "PARAMETER"]
     assert params[0]["world_size"] == 2                  # only rank 0 writes the log

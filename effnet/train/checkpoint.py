@@ -12,7 +12,7 @@ newest checkpoint is unreadable anyway, restore falls back to the one before.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Iterator, Literal
 
 import keras
 import tensorflow as tf
@@ -39,16 +39,30 @@ class TrainState(tf.Module):
                 ("global_step", "epoch", "step_in_epoch", "next_record", "skipped_records")}
 
 
+def _layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """`layer` and, for models, every layer inside it, depth first."""
+    yield layer
+    for sub in getattr(layer, "layers", ()):
+        yield from _layers(sub)
+
+
+def seed_generators(model: keras.Model) -> list[keras.random.SeedGenerator]:
+    """The `keras.random.SeedGenerator`s that the model's layers hold (dropout, drop-connect), in layer order."""
+    return [value for layer in _layers(model) for value in vars(layer).values()
+            if isinstance(value, keras.random.SeedGenerator)]
+
+
 class RngState(tf.Module):
     """The model's Keras seed-generator states (dropout, drop-connect).
 
     tf.train.Checkpoint does not reach them through a Keras model, and without them a resumed
-    run would draw different dropout masks from an uninterrupted one.
+    run would draw different dropout masks from an uninterrupted one. They are found through
+    the public `SeedGenerator.state` of each generator a layer holds, not by variable name.
     """
 
     def __init__(self, model: keras.Model) -> None:
         super().__init__(name="rng_state")
-        self.states = [v.value for v in model.variables if v.path.endswith("seed_generator_state")]
+        self.states = [generator.state.value for generator in seed_generators(model)]
 
 
 class Checkpointer:

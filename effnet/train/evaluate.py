@@ -72,3 +72,12 @@ def evaluate(infer, dataset: tf.data.Dataset) -> dict[str, float]:
             **latency_stats(times),
         })
     return result
+
+
+def evaluate_raw_and_ema(infer, ema, eval_dataset, **extra) -> list[dict]:
+    """Evaluate the raw weights and, with EMA, the averaged ones; `eval_dataset()` makes a fresh pass."""
+    results = [{"comment": "eval using original weights", **extra, **evaluate(infer, eval_dataset())}]
+    if ema is not None:
+        with ema.swapped():
+            results.append({"comment": "eval using EMA weights", **extra, **evaluate(infer, eval_dataset())})
+    return results

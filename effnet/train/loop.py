@@ -1,4 +1,4 @@
-"""The training loop: stages, steps, EMA, logging, evaluation, checkpoints and preemption.
+"""The training loop: stages, steps, EMA, evaluation, checkpoints and preemption.
 
 One `Trainer` owns the model, optimizer, EMA, data and checkpoints of a run. Everything that
 decides what happens next (stage, image size, learning rate, data position) is derived from
@@ -8,29 +8,28 @@ the same weights as one that was never stopped.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Iterator
-
 
 import tensorflow as tf
 
 from effnet import dist
-from effnet.core.errors import ConfigError
 from effnet.core.config.model import ModelConfig
 from effnet.core.config.train import TrainConfig
-from effnet.data.pipeline import InputPipeline, PipelineConfig, StageAugment
-from effnet.data.readers import RecordSet, open_split
 from effnet.core.dllogger import DLLogger
+from effnet.data.pipeline import InputPipeline, StageAugment
+from effnet.data.splits import open_data
 from effnet.model.efficientnet import build_model
 from effnet.train.checkpoint import Checkpointer, RngState, TrainState, build_optimizer_slots
 from effnet.train.ema import ExponentialMovingAverage
-from effnet.train.evaluate import evaluate, make_inference_fn
+from effnet.train.evaluate import evaluate_raw_and_ema, make_inference_fn
 from effnet.train.metrics import throughput
 from effnet.train.optimizer import build_optimizer, current_learning_rate
+from effnet.train.precision import policy_name
 from effnet.core.exits import EXIT_REQUEUE, parse_signals
 from effnet.train.preemption import PreemptionFlag
 from effnet.core.stages import StageSchedule
+from effnet.train.reporting import TrainReporter
 from effnet.train.step import StepConfig, TrainStep
 
 
@@ -41,44 +40,17 @@ class Preempted(SystemExit):
         super().__init__(EXIT_REQUEUE)
 
 
-def _check_classes(data: RecordSet, model_cfg: ModelConfig) -> None:
-    if data.num_classes is not None and data.num_classes > model_cfg.num_classes:
-        raise ConfigError(f"the dataset has {data.num_classes} classes but the model {model_cfg.num_classes}; "
-                          f"pass --mparams num_classes={data.num_classes}")
-
-
-def open_data(cfg: TrainConfig, model_cfg: ModelConfig, train: bool, eval: bool) -> InputPipeline:
-    rank, world = dist.rank(), dist.size()
-    train_set = open_split(cfg.dataset, cfg.data_dir, "train", rank, world) if train else None
-    eval_set = open_split(cfg.dataset, cfg.data_dir, "eval", rank, world) if eval else None
-    for split in (train_set, eval_set):
-        if split is not None:
-            _check_classes(split, model_cfg)
-    return InputPipeline(train_set, eval_set, PipelineConfig(
-        batch_size=cfg.train_batch_size * cfg.grad_accum_steps, num_classes=model_cfg.num_classes,
-        seed=cfg.seed or 0, rank=rank, threads=cfg.data_threads, defer_img_mixing=cfg.defer_img_mixing,
-        min_crop_area=cfg.min_crop_area, crop_padding=cfg.crop_padding, random_flip=cfg.random_flip))
-
-
-def evaluate_raw_and_ema(infer, ema: ExponentialMovingAverage | None, eval_dataset, **extra) -> list[dict]:
-    """Evaluate the raw weights and, with EMA, the averaged ones; `eval_dataset()` makes a fresh pass."""
-    results = [{"comment": "eval using original weights", **extra, **evaluate(infer, eval_dataset())}]
-    if ema is not None:
-        with ema.swapped():
-            results.append({"comment": "eval using EMA weights", **extra, **evaluate(infer, eval_dataset())})
-    return results
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, logger: DLLogger, with_eval: bool) -> None:
         self.cfg = cfg
-        self.logger = logger
         self.with_eval = with_eval
-        self.data = open_data(cfg, model_cfg, train=True, eval=with_eval)
         self.world = dist.size()
+        self.data = open_data(cfg, model_cfg, train=True, eval=with_eval, rank=dist.rank(), world=self.world)
+        self.report = TrainReporter(logger, cfg.model_dir, cfg.tensorboard, is_chief=dist.rank() == 0)
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(self.world)
         self.schedule = StageSchedule.from_config(cfg)
-        self.model = build_model(model_cfg)
+        self.model = build_model(model_cfg, dtype_policy=policy_name(cfg.use_amp, cfg.amp_dtype),
+                                 allreduce=dist.batch_norm_allreduce())
         self.optimizer = build_optimizer(cfg, self.world, self.steps_per_epoch)
         build_optimizer_slots(self.optimizer, self.model)
         self.step = TrainStep(self.model, self.optimizer, StepConfig(
@@ -92,8 +64,6 @@ class Trainer:
         self.checkpoints = Checkpointer(cfg.model_dir, objects, cfg.keep_checkpoints, dist.rank() == 0)
         self.infer = make_inference_fn(self.model, cfg.use_xla)
         self._augment_and_mix = tf.function(InputPipeline.augment_and_mix)
-        self.summary_writer = (tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tensorboard"))
-                               if cfg.tensorboard and dist.rank() == 0 else None)
 
     # ------------------------------------------------------------------ setup
 
@@ -127,7 +97,7 @@ class Trainer:
     def _checkpoint_and_exit(self) -> None:
         path = self.checkpoints.save(int(self.state.global_step.numpy()))
         dist.barrier()
-        self.logger.log((), {"comment": "checkpointed on signal, exiting for requeue", "checkpoint": path or "",
+        self.report.log((), {"comment": "checkpointed on signal, exiting for requeue", "checkpoint": path or "",
                              "exit_code": EXIT_REQUEUE, **self.state.as_dict()})
         raise Preempted()
 
@@ -141,11 +111,7 @@ class Trainer:
             "examples/second": throughput(int(totals[2]), seconds),
             "skipped_records": int(self.state.skipped_records.numpy()),
         }
-        self.logger.log((epoch, int(self.state.step_in_epoch.numpy())), record)
-        if self.summary_writer is not None:
-            with self.summary_writer.as_default(step=global_step):
-                for key in ("training_loss", "training_accuracy_top_1", "learning_rate", "examples/second"):
-                    tf.summary.scalar(key.replace("/", "_per_"), record[key])
+        self.report.progress(epoch, int(self.state.step_in_epoch.numpy()), global_step, record)
 
     def train_epoch(self, epoch: int, flag: PreemptionFlag) -> list[float]:
         """Run the rest of `epoch`; returns the per-interval throughputs."""
@@ -153,7 +119,7 @@ class Trainer:
         loss_sum, correct, seen, steps = 0.0, 0.0, 0, 0
         interval_start = time.perf_counter()
         segment_skipped_base = int(self.state.skipped_records.numpy())
-        progress = _progress_bar(self.steps_per_epoch, int(self.state.step_in_epoch.numpy()), epoch)
+        progress = self.report.progress_bar(self.steps_per_epoch, int(self.state.step_in_epoch.numpy()), epoch)
         for images, labels, features in self._batches(epoch):
             loss, batch_correct = self.step(images, labels)
             if self.ema is not None:
@@ -186,26 +152,19 @@ class Trainer:
         self.state.next_record.assign(0)
         return rates
 
-    def evaluate_both(self, image_size: int) -> list[dict]:
-        return evaluate_raw_and_ema(self.infer, self.ema, lambda: self.data.eval(image_size, self.cfg.eval_batch_size))
-
-    def _log_eval(self, epoch: int, results: list[dict]) -> None:
-        for result in results:
-            self.logger.log((epoch,), result)
-        if self.summary_writer is not None:
-            with self.summary_writer.as_default(step=int(self.state.global_step.numpy())):
-                for result in results:
-                    prefix = "ema_" if "EMA" in result["comment"] else ""
-                    for key in ("eval_loss", "eval_accuracy_top_1", "eval_accuracy_top_5"):
-                        tf.summary.scalar(prefix + key, result[key])
+    def evaluate(self) -> list[dict]:
+        """Raw and (with EMA) averaged weights on the whole eval split, at the eval size."""
+        return evaluate_raw_and_ema(self.infer, self.ema,
+                                    lambda: self.data.eval(self.cfg.eval_img_size, self.cfg.eval_batch_size))
 
     def fit(self) -> dict:
         """Train to max_epochs (resuming if a checkpoint exists); returns the final summary."""
+        # Listen before saying that training starts: a signal after the PARAMETER line is never lost.
+        flag = PreemptionFlag(parse_signals(self.cfg.checkpoint_signals))
         restored = self.restore_or_init()
         start = self.state.as_dict()
-        self.logger.log("PARAMETER", {"resumed_from": restored or "", "steps_per_epoch": self.steps_per_epoch,
+        self.report.log("PARAMETER", {"resumed_from": restored or "", "steps_per_epoch": self.steps_per_epoch,
                                       "stages": [vars(s) for s in self.schedule.stages()], **start})
-        flag = PreemptionFlag(parse_signals(self.cfg.checkpoint_signals))
         rates: list[float] = []
         train_start = time.perf_counter()
         try:
@@ -216,7 +175,7 @@ class Trainer:
                     self.checkpoints.save(int(self.state.global_step.numpy()))
                 if (self.with_eval and not self.cfg.skip_eval and not last
                         and (epoch + 1) % self.cfg.num_epochs_between_eval == 0):
-                    self._log_eval(epoch + 1, self.evaluate_both(self.cfg.eval_img_size))
+                    self.report.evaluation(epoch + 1, int(self.state.global_step.numpy()), self.evaluate())
         finally:
             flag.restore()
         return self._final_summary(rates, time.perf_counter() - train_start)
@@ -235,11 +194,11 @@ class Trainer:
             rate = sum(steady) / len(steady)
             summary.update({"avg_exp_per_second_training": rate,
                             "avg_exp_per_second_training_per_GPU": rate / self.world})
-        results = self.evaluate_both(self.cfg.eval_img_size) if self.with_eval else []
+        results = self.evaluate() if self.with_eval else []
         for result in results:
-            self.logger.log((), {**result, **summary})
+            self.report.log((), {**result, **summary})
         if not results:
-            self.logger.log((), {"comment": "training finished", **summary})
+            self.report.log((), {"comment": "training finished", **summary})
         if self.cfg.export_savedmodel:
             self._export(results)
         return {"results": results, **summary}
@@ -255,40 +214,5 @@ class Trainer:
                 self.model.export(path, verbose=False)
         else:
             self.model.export(path, verbose=False)
-        self.logger.log((), {"comment": "exported SavedModel", "path": path,
+        self.report.log((), {"comment": "exported SavedModel", "path": path,
                              "weights": "EMA" if use_ema else "original"})
-
-
-def _progress_bar(total: int, initial: int, epoch: int):
-    """A tqdm bar on interactive rank-0 runs; None in logs and batch jobs."""
-    if dist.rank() != 0 or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", unit="step", leave=False)
-
-
-
-
-def restore_for_inference(cfg: TrainConfig, model_cfg: ModelConfig):
-    """Model (and EMA) from the newest checkpoint, for eval and predict; (model, ema, path)."""
-    model = build_model(model_cfg)
-    ema = ExponentialMovingAverage(model, cfg.moving_average_decay) if cfg.moving_average_decay else None
-    objects = {"model": model, **({"ema": ema} if ema is not None else {})}
-    checkpoints = Checkpointer(cfg.model_dir, objects, cfg.keep_checkpoints, is_chief=False)
-    if cfg.resume == "never" and not cfg.allow_random_weights:
-        raise ConfigError(f"--mode {cfg.mode} with --resume never needs --allow_random_weights")
-    path = checkpoints.restore("auto" if cfg.allow_random_weights else "must", partial=True)
-    return model, ema, path
-
-
-def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, logger: DLLogger) -> list[dict]:
-    """`--mode eval`: the newest checkpoint's raw and (with EMA) averaged weights on the eval split."""
-    data = open_data(cfg, model_cfg, train=False, eval=True)
-    model, ema, path = restore_for_inference(cfg, model_cfg)
-    infer = make_inference_fn(model, cfg.use_xla)
-    results = evaluate_raw_and_ema(infer, ema, lambda: data.eval(cfg.eval_img_size, cfg.eval_batch_size),
-                                   checkpoint=path or "random weights")
-    for result in results:
-        logger.log((), result)
-    return results

@@ -12,9 +12,8 @@ from effnet.core.config.train import TrainConfig
 from effnet.train.schedules import WarmupDecay
 
 
-def build_schedule(cfg: TrainConfig, world_size: int, steps_per_epoch: int | None = None) -> WarmupDecay:
-    """`steps_per_epoch` comes from the dataset when there is one, else from the config."""
-    steps_per_epoch = steps_per_epoch or cfg.updates_per_epoch(world_size)
+def build_schedule(cfg: TrainConfig, world_size: int, steps_per_epoch: int) -> WarmupDecay:
+    """Epoch-based flags become step counts through `steps_per_epoch` (from the data or the flag)."""
     return WarmupDecay(
         peak=cfg.peak_lr(world_size),
         total_steps=cfg.max_epochs * steps_per_epoch,
@@ -25,7 +24,7 @@ def build_schedule(cfg: TrainConfig, world_size: int, steps_per_epoch: int | Non
     )
 
 
-def build_optimizer(cfg: TrainConfig, world_size: int, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+def build_optimizer(cfg: TrainConfig, world_size: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     schedule = build_schedule(cfg, world_size, steps_per_epoch)
     if cfg.optimizer == "rmsprop":
         opt = keras.optimizers.RMSprop(

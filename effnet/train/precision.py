@@ -1,7 +1,6 @@
 """Numeric precision: fp32, TF32 on Ampere+, or mixed float16/bfloat16 compute."""
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 
@@ -11,12 +10,8 @@ def policy_name(use_amp: bool, amp_dtype: str) -> str:
     return "mixed_float16" if amp_dtype == "float16" else "mixed_bfloat16"
 
 
-def configure_precision(use_amp: bool, amp_dtype: str, use_tf32: bool) -> str:
-    """Set the global Keras dtype policy and the TF32 switch; returns the policy name.
+def configure_tf32(use_tf32: bool) -> None:
+    """TensorFlow's TF32 switch is process-wide; the entry point sets it once, before any op runs.
 
-    Must run before the model is built.
-    """
-    name = policy_name(use_amp, amp_dtype)
-    keras.mixed_precision.set_global_policy(name)
+    The dtype policy is not global: `build_model(dtype_policy=policy_name(...))` takes it."""
     tf.config.experimental.enable_tensor_float_32_execution(use_tf32)
-    return name

@@ -101,15 +101,15 @@ class TrainConfig:
     lr_decay_epochs: float = _f(2.4, "epochs between exponential decays")
     warmup_epochs: int = _f(5, "linear warmup epochs from 0 to the peak lr")
     max_epochs: int = _f(300, "number of training epochs (sets the schedule's length)")
-    train_num_examples: int = _f(1281167, "examples in one training epoch (ImageNet-1k by default)")
-    steps_per_epoch: int | None = _f(None, "optimizer updates per epoch (None: train_num_examples // global batch)")
+    steps_per_epoch: int | None = _f(None, "optimizer updates per epoch (None: the train split's examples // global "
+                                           "batch; ImageNet-1k's in benchmark mode)")
     # benchmark mode
     benchmark_steps: int = _f(50, "benchmark: timed steps for training and for inference")
     benchmark_warmup_steps: int = _f(5, "benchmark: untimed steps first (tracing, autotuning)")
 
     def __post_init__(self) -> None:
         positive = ["log_steps", "train_batch_size", "train_img_size", "eval_batch_size", "eval_img_size",
-                    "grad_accum_steps", "max_epochs", "train_num_examples", "benchmark_steps", "raug_num_layers",
+                    "grad_accum_steps", "max_epochs", "benchmark_steps", "raug_num_layers",
                     "n_stages", "base_img_size", "num_epochs_between_eval", "save_checkpoint_freq",
                     "keep_checkpoints", "top_k"]
         for key in positive:
@@ -158,10 +158,6 @@ class TrainConfig:
     def peak_lr(self, world_size: int) -> float:
         return peak_learning_rate(self.lr_init, self.global_batch(world_size))
 
-    def updates_per_epoch(self, world_size: int) -> int:
-        if self.steps_per_epoch is not None:
-            return self.steps_per_epoch
-        return max(1, self.train_num_examples // self.global_batch(world_size))
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
