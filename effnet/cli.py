@@ -9,17 +9,41 @@ import dataclasses
 import inspect
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from effnet.core.errors import ConfigError
 from effnet.core.config.train import TrainConfig
 from effnet.core.exits import EXIT_BAD_INPUT
 
+if TYPE_CHECKING:
+    from effnet.train.health import Heartbeat
+
+TRAIN_MODES = ("train", "train_and_eval")
 
 
 def run(config: TrainConfig) -> dict | None:
     """Dispatch one run; returns the training summary in train modes.
 
-    Heavy imports happen here so `--help` stays fast."""
+    A train mode beats a heartbeat and, on an exception (a ConfigError too), writes this rank's
+    `app_error` stop record before re-raising: the batch script must not requeue a bug forever."""
+    if config.mode not in TRAIN_MODES:
+        return _dispatch(config, None)
+    from effnet.core.health import launched_rank
+    from effnet.train.health import Heartbeat, write_app_error
+
+    # The launcher's rank until Horovod is up: an error before that is still recorded under it.
+    heartbeat = Heartbeat(config.model_dir, launched_rank(os.environ))
+    try:
+        return _dispatch(config, heartbeat)
+    except Exception as err:
+        write_app_error(heartbeat, err)
+        raise
+    finally:
+        heartbeat.stop()
+
+
+def _dispatch(config: TrainConfig, heartbeat: Heartbeat | None) -> dict | None:
+    """Run `config.mode`; heavy imports happen here so `--help` stays fast."""
     # Imported late: TensorFlow takes seconds to import and is not needed to parse flags.
     from effnet.core.config.model import apply_mparams, load_model_config
 
@@ -57,10 +81,12 @@ def run(config: TrainConfig) -> dict | None:
             from effnet.benchmark import run_benchmark
 
             run_benchmark(model_cfg, config, logger)
-        elif config.mode in ("train", "train_and_eval"):
+        elif config.mode in TRAIN_MODES:
             from effnet.train.loop import Trainer
 
-            return Trainer(config, model_cfg, logger, with_eval=config.mode == "train_and_eval").fit()
+            heartbeat.rank = dist.rank()
+            heartbeat.start()
+            return Trainer(config, model_cfg, logger, config.mode == "train_and_eval", heartbeat).fit()
         elif config.mode == "eval":
             from effnet.inference import evaluate_checkpoint
 

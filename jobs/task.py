@@ -10,8 +10,9 @@ runs the trainer in this process:
 
 The trainer pins the GPU by local rank. A checkpoint signal makes it save and exit with 75; a
 signal that arrives before the trainer is listening, or during its final evaluation, exits 75 at
-once (the newest checkpoint is complete), so the batch script requeues either way and the next
-attempt resumes. Once the trainer has returned, signals are ignored.
+once after writing the rank's `signal` stop record (the newest checkpoint is complete), so the
+batch script requeues either way and the next attempt resumes. Once the trainer has returned,
+signals are ignored.
 
     python -m jobs.task [--launch gloo|pmix] -- TRAINER FLAGS...   (what sbatch/*.sub run)
 """
@@ -24,8 +25,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from effnet.core.exits import EXIT_REQUEUE
+from effnet.core.health import HealthFiles, launched_rank, stop_record
 
 RENDEZVOUS_TIMEOUT_S = 300
 PORT_BASE, PORT_SPAN = 20000, 30000
@@ -127,22 +130,45 @@ def setup_horovod(layout: RankLayout, launch: str):
     return server
 
 
-def _exit_for_requeue(signum, frame) -> None:
-    print(f"jobs.task: {signal.Signals(signum).name} before training started; exiting {EXIT_REQUEUE} "
-          f"for requeue", file=sys.stderr, flush=True)
-    os._exit(EXIT_REQUEUE)
+class ExitForRequeue:
+    """The handler of a signal that comes while the trainer is not listening: exit 75 at once.
+
+    First it writes this rank's `signal` stop record (no new checkpoint, step unknown), so the batch
+    script tells this requeue from a crash. It may interrupt anything, so it writes with os.open and
+    os.write: no buffered stream, no lock that the interrupted code could hold."""
+
+    def __init__(self, model_dir: str, rank: int) -> None:
+        self.rank, self.host = rank, socket.gethostname()
+        self.path = str(HealthFiles(Path(model_dir)).stop(rank))
+
+    def __call__(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        text = stop_record("signal", self.rank, self.host, None, signal=name, checkpoint=None).encode()
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(self.path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, text)
+            os.close(fd)
+            os.replace(self.path + ".tmp", self.path)
+        except OSError:
+            pass
+        os.write(2, f"jobs.task: {name} before training started; exiting {EXIT_REQUEUE} for requeue\n".encode())
+        os._exit(EXIT_REQUEUE)
 
 
 def run_rank(trainer_flags: dict, launch: str = "gloo") -> dict | None:
     """Run the trainer as this rank of the job; returns the trainer's summary."""
+    from effnet.core.config.train import TrainConfig
+
+    exit_for_requeue = ExitForRequeue(str(trainer_flags.get("model_dir", TrainConfig.model_dir)),
+                                      launched_rank(os.environ))
     for sig in (signal.SIGUSR2, signal.SIGTERM):
-        signal.signal(sig, _exit_for_requeue)
+        signal.signal(sig, exit_for_requeue)
     layout = current_layout()
     server = setup_horovod(layout, launch)
     print(f"jobs.task: rank {layout.rank}/{layout.size} (local {layout.local_rank}, node {layout.node}/"
           f"{layout.num_nodes}) job {layout.job_id} attempt {layout.restart + 1}", flush=True)
     from effnet.cli import run
-    from effnet.core.config.train import TrainConfig
 
     result = run(TrainConfig.from_flags(**trainer_flags))
     # Done: a late signal (say the time limit during interpreter shutdown) must not turn a finished

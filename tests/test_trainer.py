@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from effnet.core.exits import EXIT_REQUEUE
+from effnet.core.health import HealthFiles
 from effnet.core.runlog import is_train_step
 from tests.conftest import ROOT, run_cli
 from tests.runlogs import checkpoint_tensors, records, train_steps
@@ -44,9 +45,10 @@ def _logged_since(model_dir: Path, known: int) -> list[dict]:
 
 def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int] | None) -> dict:
     """Train until this process logs `step` (None: its PARAMETER line, i.e. training starts), send
-    SIGUSR2, expect exit 75; returns the new stop record."""
+    SIGUSR2, expect exit 75 and a `signal` stop record for the batch script; returns the logged stop."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     known = len(_logged_since(model_dir, 0))
+    started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "effnet", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -61,6 +63,9 @@ def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int] | N
     assert proc.returncode == EXIT_REQUEUE, err[-3000:]
     stop = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
     assert stop[-1]["checkpoint"].endswith(f"ckpt-{stop[-1]['global_step']}")
+    [record] = HealthFiles(model_dir).stops()
+    assert record["time"] >= started and (record["reason"], record["rank"], record["signal"]) == ("signal", 0, "SIGUSR2")
+    assert (record["checkpoint"], record["global_step"]) == (stop[-1]["checkpoint"], stop[-1]["global_step"])
     return stop[-1]
 
 
@@ -77,10 +82,14 @@ def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):
     result = run_cli(*train_args(mnist, straight))
     assert result.returncode == 0, result.stderr[-3000:]
 
-    stopped_at = stop_when_logged(train_args(mnist, stopped), stopped, (0, 3))["global_step"]
+    # The stopped run also checkpoints after every step (--checkpoint_every_min): saving must not change
+    # what it trains.
+    periodic = ("--checkpoint_every_min", "0.0001")
+    stopped_at = stop_when_logged(train_args(mnist, stopped, *periodic), stopped, (0, 3))["global_step"]
     assert 3 <= stopped_at < 12
+    assert len(list((stopped / "checkpoints").glob("ckpt-*.index"))) > 1
 
-    resumed = run_cli(*train_args(mnist, stopped))
+    resumed = run_cli(*train_args(mnist, stopped, *periodic))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     steps = train_steps(stopped)
     # Continuous: every step once, in order, across the stop (the log was appended, not truncated).
@@ -92,13 +101,19 @@ def test_signal_checkpoints_exits_75_and_resume_is_exact(mnist, tmp_path):
 
 
 def test_resume_is_exact_after_stops_in_both_resolution_stages_with_autoaugment(mnist, tmp_path):
-    """Three stops: one in stage 1 (24 px, no mixup), two in stage 2 (32 px, mixup 0.2, a new trace).
+    """Three stops: one in stage 1 (32 px, mixup 0.1), two in stage 2 (48 px, mixup 0.2, a new trace).
+
+    Mixup in both stages keeps the step's input float32 throughout, so an uninterrupted run traces
+    stage 2 from the same function as stage 1 (what a shape-relaxed retrace got wrong; 32 -> 48 px
+    is a size pair where its kernels differ from an exact trace's in the last bits).
 
     Each signal arrives while the process traces a new shape (its first step, or stage 2's), which
     takes seconds, so each stop lands on a known step: 1, then 7 (stage 2's first), then 8."""
     def args(model_dir):
-        return train_args(mnist, model_dir, "--augmenter_name", "autoaugment", "--n_stages", "2",
-                          "--base_img_size", "24", "--base_mixup", "0.0")
+        flags = train_args(mnist, model_dir, "--augmenter_name", "autoaugment", "--n_stages", "2",
+                           "--base_img_size", "32", "--base_mixup", "0.1")
+        flags[flags.index("--train_img_size") + 1] = "48"
+        return flags
 
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     result = run_cli(*args(straight))
@@ -109,6 +124,43 @@ def test_resume_is_exact_after_stops_in_both_resolution_stages_with_autoaugment(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert train_steps(stopped) == [(e, s) for e in range(2) for s in range(1, 7)]
     assert_checkpoints_equal(straight, stopped)
+
+
+def test_heartbeat_shows_progress_and_a_finished_run_says_completed(mnist, tmp_path):
+    """While it trains (and checkpoints every 6 ms), the heartbeat is rewritten and its progress counts
+    every train step, eval batch and save; at the end the stop record says `completed`."""
+    model_dir = tmp_path / "run"
+    heartbeat = HealthFiles(model_dir).heartbeat(0)
+    args = train_args(mnist, model_dir, "--mode", "train_and_eval", "--checkpoint_every_min", "0.0001",
+                      "--keep_checkpoints", "100")
+    proc = subprocess.Popen([sys.executable, "-m", "effnet", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    seen = {}   # mtime -> (progress, global_step), as the watchdog would sample them
+    while proc.poll() is None:
+        try:
+            seen[heartbeat.stat().st_mtime_ns] = tuple(int(v) for v in heartbeat.read_text().split()[:2])
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    beats = [seen[t] for t in sorted(seen)]
+    assert len(beats) >= 3 and beats == sorted(beats) and beats[0] < beats[-1], beats
+    saved = sorted(int(p.name[len("ckpt-"):-len(".index")]) for p in (model_dir / "checkpoints").glob("*.index"))
+    assert {6, 12} < set(saved) <= set(range(1, 13)), saved      # saves between the per-epoch ones
+    # 12 steps, 2 evaluations (after epoch 1 and the final one) of 10 batches with raw and EMA weights, the saves.
+    assert tuple(int(v) for v in heartbeat.read_text().split()[:2]) == (12 + 2 * 2 * 10 + len(saved), 12)
+    [record] = HealthFiles(model_dir).stops()
+    assert (record["reason"], record["rank"], record["global_step"]) == ("completed", 0, 12)
+
+
+def test_a_nan_loss_is_an_application_error(mnist, tmp_path):
+    model_dir = tmp_path / "run"
+    result = run_cli(*train_args(mnist, model_dir, "--max_epochs", "1", "--lr_init", "1e30"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    [record] = HealthFiles(model_dir).stops()
+    assert record["reason"] == "app_error" and record["error"].startswith("FloatingPointError: training loss is ")
+    assert record["error"].endswith(f"at step {record['global_step']}") and record["global_step"] < 6
+    assert record["error"] in result.stderr
 
 
 def test_eval_and_predict_modes_use_the_checkpoint(mnist, tmp_path):
@@ -152,6 +204,12 @@ def test_bad_input_exits_2_with_one_line(mnist, tmp_path, args, message):
     result = run_cli(*args, *extra, "--model_dir", str(tmp_path / "empty"), *TINY)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [next(l for l in result.stderr.splitlines() if message in l)]
+    # A train mode also tells the batch script, which must not retry it: an application error.
+    stops = HealthFiles(tmp_path / "empty").stops()
+    if args[1] == "train":
+        assert [(r["reason"], message in r["error"]) for r in stops] == [("app_error", True)]
+    else:
+        assert stops == []
 
 
 def _horovodrun() -> str:
@@ -183,6 +241,9 @@ def test_two_horovod_ranks_train_in_sync_and_evaluate_the_whole_split(mnist, tmp
     params = [r["data"] for r in records(two) if r["type"] == "LOG" and r["step"] == "PARAMETER"]
     assert params[0]["world_size"] == 2                  # only rank 0 writes the log
     assert summary(two)["weights_in_sync_across_ranks"] is True
+    assert sorted((r["rank"], r["reason"], r["global_step"]) for r in HealthFiles(two).stops()) == [
+        (0, "completed", 5), (1, "completed", 5)]
+    assert all(HealthFiles(two).heartbeat(rank).read_text().split()[1] == "5" for rank in (0, 1))
     assert summary(two)["eval_examples"] == summary(one)["eval_examples"] == 500   # the whole split, once
     # Both runs learn (the 1-rank vs 2-rank loss on identical examples is checked in test_horovod.py).
     assert np.isfinite(losses(two)).all() and len(losses(two)) == len(losses(one)) == 5

@@ -21,6 +21,7 @@ from effnet.core.errors import ConfigError
 from effnet.core.paths import CHECKPOINTS_DIRNAME
 
 ResumeMode = Literal["auto", "must", "never"]
+CHECKPOINT_NAME = "ckpt"
 
 
 class TrainState(tf.Module):
@@ -72,7 +73,7 @@ class Checkpointer:
         self.directory = os.path.join(model_dir, CHECKPOINTS_DIRNAME)
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep,
-                                                  checkpoint_name="ckpt")
+                                                  checkpoint_name=CHECKPOINT_NAME)
         self.is_chief = is_chief
 
     def save(self, number: int) -> str | None:
@@ -80,6 +81,10 @@ class Checkpointer:
         if not self.is_chief:
             return None
         return self.manager.save(checkpoint_number=number)
+
+    def prefix(self, number: int) -> str:
+        """The path `save(number)` writes (and returns on the chief), for ranks that did not write it."""
+        return os.path.join(self.directory, f"{CHECKPOINT_NAME}-{number}")
 
     def available(self) -> list[str]:
         """Checkpoint prefixes, oldest first, that have both their index and data files."""

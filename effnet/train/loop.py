@@ -7,6 +7,7 @@ the same weights as one that was never stopped.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Iterator
@@ -23,6 +24,7 @@ from effnet.model.efficientnet import build_model
 from effnet.train.checkpoint import Checkpointer, RngState, TrainState, build_optimizer_slots
 from effnet.train.ema import ExponentialMovingAverage
 from effnet.train.evaluate import evaluate_raw_and_ema, make_inference_fn
+from effnet.train.health import Heartbeat, write_stop
 from effnet.train.metrics import throughput
 from effnet.train.optimizer import build_optimizer, current_learning_rate
 from effnet.train.precision import policy_name
@@ -41,9 +43,13 @@ class Preempted(SystemExit):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, logger: DLLogger, with_eval: bool) -> None:
+    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, logger: DLLogger, with_eval: bool,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.cfg = cfg
         self.with_eval = with_eval
+        # The CLI starts the heartbeat before building the trainer; without one, stop records are still written.
+        self.heartbeat = heartbeat or Heartbeat(cfg.model_dir, dist.rank())
+        self._last_save = time.monotonic()
         self.world = dist.size()
         self.data = open_data(cfg, model_cfg, train=True, eval=with_eval, rank=dist.rank(), world=self.world)
         self.report = TrainReporter(logger, cfg.model_dir, cfg.tensorboard, is_chief=dist.rank() == 0)
@@ -94,9 +100,26 @@ class Trainer:
         local = tf.constant(1.0 if flag.requested else 0.0)
         return float(dist.allreduce_sum(local, "preempt")) > 0
 
-    def _checkpoint_and_exit(self) -> None:
+    def _save(self) -> str | None:
+        """Checkpoint the current step (rank 0 writes, no collective); a save is progress for the watchdog."""
         path = self.checkpoints.save(int(self.state.global_step.numpy()))
+        self.heartbeat.advance()
+        self._last_save = time.monotonic()
+        return path
+
+    def _periodic_save_due(self) -> bool:
+        """--checkpoint_every_min, by rank 0's clock: only rank 0 writes, so the other ranks need not agree."""
+        every_s = self.cfg.checkpoint_every_min * 60
+        return every_s > 0 and self.checkpoints.is_chief and time.monotonic() - self._last_save >= every_s
+
+    def _checkpoint_and_exit(self, flag: PreemptionFlag) -> None:
+        path = self._save()
         dist.barrier()
+        step = int(self.state.global_step.numpy())
+        self.heartbeat.set_step(step)
+        # Every rank says why it stops; one that did not get the signal itself names none.
+        write_stop(self.heartbeat, "signal", signal=flag.received.name if flag.received else None,
+                   checkpoint=path or self.checkpoints.prefix(step))
         self.report.log((), {"comment": "checkpointed on signal, exiting for requeue", "checkpoint": path or "",
                              "exit_code": EXIT_REQUEUE, **self.state.as_dict()})
         raise Preempted()
@@ -119,6 +142,7 @@ class Trainer:
         loss_sum, correct, seen, steps = 0.0, 0.0, 0, 0
         interval_start = time.perf_counter()
         segment_skipped_base = int(self.state.skipped_records.numpy())
+        global_step = int(self.state.global_step.numpy())
         progress = self.report.progress_bar(self.steps_per_epoch, int(self.state.step_in_epoch.numpy()), epoch)
         for images, labels, features in self._batches(epoch):
             loss, batch_correct = self.step(images, labels)
@@ -128,7 +152,14 @@ class Trainer:
             self.state.step_in_epoch.assign_add(1)
             self.state.next_record.assign(tf.reduce_max(features["index"]) + 1)
             self.state.skipped_records.assign(segment_skipped_base + features["skipped"][-1])
-            loss_sum += float(loss)
+            global_step += 1
+            self.heartbeat.set_step(global_step)
+            loss = float(loss)   # the sync this loop always had: the step's loss, on the host
+            if not math.isfinite(loss):
+                # A diverged run stays diverged: an application error, not something a requeue fixes.
+                raise FloatingPointError(f"training loss is {loss} at step {global_step}")
+            self.heartbeat.advance()
+            loss_sum += loss
             correct += float(batch_correct)
             seen += int(labels.shape[0])
             steps += 1
@@ -144,7 +175,11 @@ class Trainer:
             if self._preemption_requested(flag):
                 if progress is not None:
                     progress.close()
-                self._checkpoint_and_exit()
+                self._checkpoint_and_exit(flag)
+            if step_in_epoch < self.steps_per_epoch and self._periodic_save_due():
+                # Not at an epoch's last step, before its counters move on: fit's per-epoch save comes
+                # there, or else the next epoch's first step saves.
+                self._save()
         if progress is not None:
             progress.close()
         self.state.epoch.assign(epoch + 1)
@@ -154,8 +189,8 @@ class Trainer:
 
     def evaluate(self) -> list[dict]:
         """Raw and (with EMA) averaged weights on the whole eval split, at the eval size."""
-        return evaluate_raw_and_ema(self.infer, self.ema,
-                                    lambda: self.data.eval(self.cfg.eval_img_size, self.cfg.eval_batch_size))
+        return evaluate_raw_and_ema(self.infer, self.ema, lambda: self.heartbeat.counting(
+            self.data.eval(self.cfg.eval_img_size, self.cfg.eval_batch_size)))
 
     def fit(self) -> dict:
         """Train to max_epochs (resuming if a checkpoint exists); returns the final summary."""
@@ -163,6 +198,7 @@ class Trainer:
         flag = PreemptionFlag(parse_signals(self.cfg.checkpoint_signals))
         restored = self.restore_or_init()
         start = self.state.as_dict()
+        self.heartbeat.set_step(start["global_step"])
         self.report.log("PARAMETER", {"resumed_from": restored or "", "steps_per_epoch": self.steps_per_epoch,
                                       "stages": [vars(s) for s in self.schedule.stages()], **start})
         rates: list[float] = []
@@ -172,13 +208,15 @@ class Trainer:
                 rates += self.train_epoch(epoch, flag)
                 last = epoch + 1 == self.cfg.max_epochs
                 if (epoch + 1) % self.cfg.save_checkpoint_freq == 0 or last:
-                    self.checkpoints.save(int(self.state.global_step.numpy()))
+                    self._save()
                 if (self.with_eval and not self.cfg.skip_eval and not last
                         and (epoch + 1) % self.cfg.num_epochs_between_eval == 0):
                     self.report.evaluation(epoch + 1, int(self.state.global_step.numpy()), self.evaluate())
         finally:
             flag.restore()
-        return self._final_summary(rates, time.perf_counter() - train_start)
+        summary = self._final_summary(rates, time.perf_counter() - train_start)
+        write_stop(self.heartbeat, "completed")
+        return summary
 
     def weights_in_sync(self) -> bool:
         """Whether every rank holds the same weights (a cheap checksum, allgathered)."""

@@ -64,6 +64,8 @@ class TrainConfig:
     skip_eval: bool = _f(False, "train_and_eval: skip the per-epoch evaluation (the final one still runs)")
     num_epochs_between_eval: int = _f(1, "train_and_eval: evaluate every N epochs")
     save_checkpoint_freq: int = _f(5, "save a checkpoint every N epochs (and at the end, and on a signal)")
+    checkpoint_every_min: float = _f(0.0, "minutes between checkpoints besides the per-epoch ones, bounding the "
+                                          "work lost to a crash (0 = off; counts toward keep_checkpoints)")
     keep_checkpoints: int = _f(5, "how many checkpoints to keep")
     resume: Literal["auto", "must", "never"] = _f("auto", "auto: resume from the newest readable checkpoint if any; "
                                                   "must: fail without one; never: start fresh")
@@ -117,7 +119,8 @@ class TrainConfig:
                 raise ConfigError(f"--{key} must be >= 1, got {getattr(self, key)}")
         non_negative = ["weight_decay", "label_smoothing", "lr_init", "warmup_epochs", "benchmark_warmup_steps",
                         "raug_magnitude", "mixup_alpha", "cutmix_alpha", "base_mixup", "base_cutmix",
-                        "base_randaug_mag", "data_threads", "moving_average_decay", "crop_padding"]
+                        "base_randaug_mag", "data_threads", "moving_average_decay", "crop_padding",
+                        "checkpoint_every_min"]
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{key} must be >= 0, got {getattr(self, key)}")

@@ -1,0 +1,96 @@
+"""How a running attempt tells the batch script it is alive, and why it stopped.
+
+Both sides of the contract live here: the trainer writes these files under its model_dir, and
+`jobs.render` names the same files in the batch script, whose watchdog and classifier read them
+on the host (with shell tools only, so they also work beside a Pyxis container).
+
+    <model_dir>/health/heartbeat.rank<N>   one line, rewritten every few seconds by a thread of rank N:
+                                           "<progress> <global_step> <host> <pid> <unix time>"
+                                           progress counts train steps, eval batches and saves; the
+                                           file's mtime says the process is alive, progress that it
+                                           is getting work done (global_step is -1 until known)
+    <model_dir>/health/stop.rank<N>.json   written once when rank N stops on purpose or on an error:
+                                           {"reason": "signal"|"completed"|"app_error", "rank": N,
+                                            "host": ..., "global_step": N|null, "time": unix, ...}
+                                           signal: "signal" (its name; null on a rank that only
+                                           heard of it through the others) and "checkpoint" (the
+                                           prefix written; null when the rank exited before the
+                                           trainer listened, so nothing new was written);
+                                           app_error: "error", "ExcType: message" on one line
+
+The batch script empties `health/` before each attempt, so what it finds there after srun
+belongs to that attempt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+HEALTH_DIRNAME = "health"
+HEARTBEAT_PREFIX = "heartbeat.rank"
+STOP_PREFIX = "stop.rank"
+
+StopReason = Literal["signal", "completed", "app_error"]
+# Where launchers announce this process's rank (horovodrun / jobs.task, Open MPI, MPICH, PMIx, submitit's
+# local executor, srun), for a rank that stops before Horovod is up; Horovod's rank is the same number.
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SUBMITIT_LOCAL_GLOBALID",
+                  "SLURM_PROCID")
+
+
+@dataclass(frozen=True)
+class HealthFiles:
+    """The health files of one model_dir."""
+
+    model_dir: Path
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.model_dir) / HEALTH_DIRNAME
+
+    def heartbeat(self, rank: int) -> Path:
+        return self.directory / f"{HEARTBEAT_PREFIX}{rank}"
+
+    def stop(self, rank: int) -> Path:
+        return self.directory / f"{STOP_PREFIX}{rank}.json"
+
+    def stops(self) -> list[dict]:
+        """Every rank's stop record of the current attempt."""
+        out = []
+        for path in sorted(self.directory.glob(f"{STOP_PREFIX}*.json")):
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write-then-rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def heartbeat_line(progress: int, global_step: int, host: str, pid: int, now: float | None = None) -> str:
+    return f"{progress} {global_step} {host} {pid} {time.time() if now is None else now:.3f}\n"
+
+
+def launched_rank(environ: Mapping[str, str]) -> int:
+    """This process's rank as its launcher announced it in `environ` (0 when none did)."""
+    for key in RANK_VARIABLES:
+        if (environ.get(key) or "").isdigit():
+            return int(environ[key])
+    return 0
+
+
+def stop_record(reason: StopReason, rank: int, host: str, global_step: int | None, **extra) -> str:
+    """One JSON line; the batch script greps `"reason": "<reason>"`, so keep json.dumps' separators.
+
+    `global_step` is None (null) where the rank stops before it knows one."""
+    return json.dumps({"reason": reason, "rank": rank, "host": host, "global_step": global_step,
+                       "time": round(time.time(), 3), **extra}) + "\n"
