@@ -14,7 +14,7 @@ from pathlib import Path
 from effnet.core.errors import ConfigError
 from effnet.core.paths import ExperimentPaths
 from jobs.profile import PROJECT_ROOT, ClusterProfile, experiments_dir, host_path
-from jobs.recipes import Recipe, ResolvedRecipe, resolve
+from jobs.recipes import TRAIN_MODES, Recipe, ResolvedRecipe, resolve
 from jobs.render import JobSpec, render_sbatch
 
 SUBMITIT_COMMAND = ("-u", "-m", "submitit.core._submit")
@@ -68,11 +68,17 @@ def container_mounts(profile: ClusterProfile, experiments_root: Path) -> tuple[s
 def build_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: ExperimentPaths | None,
                nodes: int | None, time_limit_min: int | None, job_name: str, header: tuple[str, ...],
                experiments_root: Path) -> JobSpec:
+    trains = resolved.trainer_flags.get("mode", "train_and_eval") in TRAIN_MODES
     return JobSpec(
         job_name=job_name, nodes=nodes, tasks_per_node=profile.tasks_per_node, cpus_per_task=profile.cpus_per_task,
         gpus_per_node=profile.gpus_per_node, mem_per_node_gb=profile.mem_per_node_gb,
         time_limit_min=time_limit_min, signal=profile.signal, signal_delay_s=profile.signal_delay_s,
-        max_requeues=profile.max_requeues, partition=profile.partition, account=profile.account, qos=profile.qos,
+        max_requeues=profile.max_requeues, model_dir=str(resolved.trainer_flags.get("model_dir", "")),
+        max_fault_requeues=profile.max_fault_requeues,
+        # Only the training modes beat a heartbeat: the others run without a watchdog.
+        stall_timeout_s=profile.stall_timeout_s if trains else 0,
+        first_step_grace_s=profile.first_step_grace_s if trains else 0,
+        partition=profile.partition, account=profile.account, qos=profile.qos,
         exclusive=profile.exclusive, launch=profile.launch, cpu_bind=profile.cpu_bind,
         container_image=profile.container_image, container_mounts=container_mounts(profile, experiments_root),
         container_workdir=profile.container_workdir,
@@ -110,7 +116,7 @@ def _slurm_executor_class():
 
         Why not submitit's template with `setup`/`teardown`/`srun_args`: the script must capture srun's
         status and requeue on 75 from the host under a restart cap, send the profile's signal (submitit
-        fixes USR2), and stay the one renderer the sbatch/*.sub files share (and, next, a watchdog
+        fixes USR2), and stay the one renderer the sbatch/*.sub files share (and its watchdog
         beside srun); its teardown could do the requeue only by relying on the private template's layout.
         `_make_submission_file_text` is SlurmExecutor's only hook for the script text; it renders the
         `command` submitit passes, so submitit still decides what runs. Resources go through

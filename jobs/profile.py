@@ -58,7 +58,12 @@ class ClusterProfile:
     cpu_bind: str = ""
     signal: Literal["USR1", "USR2", "TERM"] = "USR2"
     signal_delay_s: int = 120
-    max_requeues: int = 5
+    max_requeues: int = 5  # requeues after a preemption or time-limit signal (the trainer checkpointed)
+    # Unplanned faults, handled by the batch script (jobs.faults_sh): a crashed rank, a hang, a lost node.
+    max_fault_requeues: int = 3  # requeues after faults, per job, counted in the attempt ledger
+    stall_timeout_s: int = 900  # no rank made progress for this long: a hang (0: no watchdog)
+    first_step_grace_s: int = 1800  # the same before the first progress (XLA compile, data warm-up)
+    checkpoint_every_min: float = 0.0  # trainer --checkpoint_every_min unless a recipe or --set gives it
     container_image: str = ""
     container_mounts: tuple[str, ...] = ()
     container_workdir: str = ""
@@ -127,6 +132,8 @@ def from_mapping(data: dict, where: str) -> ClusterProfile:
                 raise ConfigError(f"{where}: {key}: expected {getattr(tp, '__name__', tp)}, got {raw!r}")
             if tp is int and not isinstance(raw, int):
                 raise ConfigError(f"{where}: {key}: expected int, got {raw!r}")
+            if tp is float and (isinstance(raw, bool) or not isinstance(raw, (int, float))):
+                raise ConfigError(f"{where}: {key}: expected a number, got {raw!r}")
             if tp is bool and not isinstance(raw, bool):
                 raise ConfigError(f"{where}: {key}: expected true or false, got {raw!r}")
             try:
@@ -146,9 +153,13 @@ def _check_consistency(p: ClusterProfile, where: str) -> None:
     for key in ("tasks_per_node", "cpus_per_task", "max_nodes", "time_limit_min"):
         if getattr(p, key) < 1:
             raise ConfigError(f"{where}: {key} must be >= 1, got {getattr(p, key)}")
-    for key in ("gpus_per_node", "mem_per_node_gb", "signal_delay_s", "max_requeues"):
+    for key in ("gpus_per_node", "mem_per_node_gb", "signal_delay_s", "max_requeues", "max_fault_requeues",
+                "stall_timeout_s", "first_step_grace_s", "checkpoint_every_min"):
         if getattr(p, key) < 0:
             raise ConfigError(f"{where}: {key} must be >= 0, got {getattr(p, key)}")
+    if p.stall_timeout_s and p.first_step_grace_s < p.stall_timeout_s:
+        raise ConfigError(f"{where}: first_step_grace_s ({p.first_step_grace_s}) must be at least stall_timeout_s "
+                          f"({p.stall_timeout_s}): it covers compilation and data warm-up before the first step")
     if p.gpu_type == "cpu" and p.gpus_per_node:
         raise ConfigError(f"{where}: gpu_type is cpu but gpus_per_node is {p.gpus_per_node}")
     if p.gpu_type != "cpu" and p.tasks_per_node != p.gpus_per_node:

@@ -111,6 +111,9 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+# The trainer modes that train: they checkpoint, beat a heartbeat and write stop records (effnet.core.health).
+TRAIN_MODES = ("train", "train_and_eval")
+
 # Flags the launcher owns: they follow from the profile and the experiment, not from the user.
 LAUNCHER_FLAGS = ("model_dir", "data_dir")
 
@@ -155,6 +158,9 @@ def resolve(recipe: Recipe, profile: ClusterProfile, nodes: int, overrides: dict
     if model_dir:
         flags["model_dir"] = model_dir
     flags.update(overrides)
+    if flags.get("mode", "train_and_eval") in TRAIN_MODES:
+        # The profile's periodic checkpoints bound what a crash loses; a recipe or --set may say otherwise.
+        flags.setdefault("checkpoint_every_min", profile.checkpoint_every_min)
     try:
         config = TrainConfig.from_flags(**flags)
         stages = tuple(StageSchedule.from_config(config).stages()) if config.mode != "benchmark" else ()

@@ -7,18 +7,21 @@ task) and the raw `sbatch/*.sub` files (whose command runs `python -m jobs.task`
   `--requeue` and `--open-mode=append`;
 - the environment, then one `srun` with the Pyxis container flags on the srun line (a
   containerised batch script could not run srun or scontrol);
-- after srun, on the host: exit status 75 (the trainer checkpointed on the signal) requeues the
-  job while `SLURM_RESTART_COUNT` is under the cap. `scontrol` is missing inside containers,
-  which is why this cannot live in the task.
+- around srun, on the host, the fault handling of `jobs.faults_sh`: a watchdog that ends a hung
+  step, then a classifier that tells a preemption or time limit, a finished run, a bug, a crashed
+  rank, a hang and a lost node apart from the ranks' health files, records the attempt in the
+  ledger and requeues by cause. `scontrol` is missing inside containers, which is why this
+  cannot live in the task.
 
 Every value is shell-quoted, so a profile value can never run as a command.
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
-from effnet.core.exits import EXIT_REQUEUE
+from jobs import faults_sh
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class JobSpec:
     signal: str
     signal_delay_s: int
     max_requeues: int
+    model_dir: str = ""  # the trainer's; its health/ and the attempt ledger next to it (jobs.faults_sh)
+    max_fault_requeues: int = 3
+    stall_timeout_s: int = 0  # 0: no watchdog (modes that do not train write no heartbeat)
+    first_step_grace_s: int = 0
     partition: str = ""
     account: str = ""
     qos: str = ""
@@ -75,7 +82,8 @@ def sbatch_directives(spec: JobSpec) -> list[tuple[str, str | None]]:
 
 
 def srun_words(spec: JobSpec) -> list[str]:
-    words = ["srun", "--unbuffered", "--open-mode=append"]
+    # One dead rank ends the step within seconds instead of leaving the others blocked in a collective.
+    words = ["srun", "--unbuffered", "--open-mode=append", "--kill-on-bad-exit=1"]
     if spec.task_output:
         words.append(f"--output={spec.task_output}")
     if spec.task_error:
@@ -98,9 +106,17 @@ def _quote(word: str) -> str:
     return shlex.quote(word)
 
 
+def _quote_expanding(word: str) -> str:
+    """Quoted, but `${SLURM_...}` in it expands (the raw .sub files' model_dir has the node count)."""
+    parts = re.split(r"(\$\{SLURM_[A-Z_]+\})", word)
+    return "".join(f'"{p}"' if i % 2 else _quote(p) for i, p in enumerate(parts) if p)
+
+
 def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozenset[int] = frozenset()) -> str:
     """The complete batch script. `command` words are quoted, except indexes in `raw_command_words`,
     which the caller has built to expand Slurm variables (they go in double quotes)."""
+    if not spec.model_dir:
+        raise ValueError("JobSpec.model_dir is required: the batch script reads the ranks' health files there")
     lines = ["#!/bin/bash"]
     lines += [f"# {line}" if line else "#" for line in spec.header]
     lines += [f"#SBATCH --{k}" if v is None else f"#SBATCH --{k}={_quote(v)}" for k, v in sbatch_directives(spec)]
@@ -111,26 +127,14 @@ def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozense
         'restarts="${SLURM_RESTART_COUNT:-0}"',
         'echo "effnet-slurm: job ${SLURM_JOB_ID} attempt $((restarts + 1)) on ${SLURM_JOB_NODELIST}"',
         "",
+        *faults_sh.before_srun(spec, _quote_expanding(spec.model_dir)),
+        "",
     ]
     cmd = [f'"{w}"' if i in raw_command_words else _quote(w) for i, w in enumerate(command)]
     srun = [_quote(w) for w in srun_words(spec)]
     # One option per line; a long trainer command gets one flag per line after its `--`.
     split = command.index("--") + 1 if "--" in command else len(cmd)
-    parts = [" ".join(srun[:3]), *srun[3:], " ".join(cmd[:split]), *("    " + w for w in cmd[split:])]
+    parts = [" ".join(srun[:4]), *srun[4:], " ".join(cmd[:split]), *("    " + w for w in cmd[split:]), "2>&3"]
     lines.append(" \\\n    ".join(parts))
-    lines += [
-        "status=$?",
-        "",
-        f"# {EXIT_REQUEUE}: the trainer checkpointed on the preemption/time-limit signal. Requeue from the host.",
-        f'if [ "$status" -eq {EXIT_REQUEUE} ]; then',
-        f'  if [ "$restarts" -lt {spec.max_requeues} ]; then',
-        f'    echo "effnet-slurm: checkpointed on signal; requeue $((restarts + 1)) of {spec.max_requeues}"',
-        '    scontrol requeue "$SLURM_JOB_ID" || echo "effnet-slurm: scontrol requeue failed" >&2',
-        "    exit 0",
-        "  fi",
-        f'  echo "effnet-slurm: checkpointed on signal, but the limit of {spec.max_requeues} requeues is reached" >&2',
-        "fi",
-        'exit "$status"',
-        "",
-    ]
+    lines += ["status=$?", "", *faults_sh.after_srun(), ""]
     return "\n".join(lines)

@@ -1,10 +1,13 @@
 """`python -m jobs.status EXPERIMENT`: every job of an experiment, every attempt, and training progress.
 
-Attempts come from Slurm accounting (a requeued job keeps its id and gets one row per attempt);
+Attempts come from the attempt ledger the batch script appends (why each attempt ended: preempted,
+time_limit, rank_crash, hang, node_failure, app_error, completed; the rank and node at fault; steps
+replayed), and from Slurm accounting (a requeued job keeps its id and gets one row per attempt);
 progress is the trainer's last logged step, which survives requeues because the log is appended.
 """
 from __future__ import annotations
 
+from effnet.core.ledger import attempts_table, last_error, read_attempts
 from effnet.core.runlog import RunLogError, read_log
 from jobs.monitor import experiment_from_cli, sacct_attempts
 
@@ -34,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"elapsed {a['Elapsed']}  nodes {a['NodeList']}  exit {a['ExitCode']}")
             if not attempts:
                 print("  (no accounting record yet)")
+    ledger = read_attempts(paths.attempts)
+    if ledger:
+        print(f"attempts ({paths.attempts}):")
+        print(attempts_table(ledger))
+        if (error := last_error(ledger)) is not None:
+            print(f"last attempt ended on an application error: {error}")
     print(progress(paths))
     return 0
 

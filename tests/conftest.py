@@ -23,3 +23,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The local Slurm cluster's client environment (tests/slurm_cluster.py); skips without root."""
+    from tests.slurm_cluster import cluster_session
+
+    yield from cluster_session()
+
+
+@pytest.fixture(scope="session")
+def profile(tmp_path_factory):
+    """The localslurm profile with data and experiments in a temp dir (tests/slurm_cluster.py)."""
+    from tests.slurm_cluster import make_profile
+
+    return make_profile(tmp_path_factory)

@@ -80,6 +80,10 @@ def test_unknown_profile_field_lists_valid_fields(tmp_path):
     ('account = "$(id)"', "account '$(id)' contains shell metacharacters"),
     ('container_mounts = ["/data:/data`id`"]', "contains shell metacharacters"),
     ('[env]\n"BAD NAME" = "1"', "'BAD NAME' is not a valid environment variable name"),
+    ("stall_timeout_s = -1", "stall_timeout_s must be >= 0, got -1"),
+    ("stall_timeout_s = 600\nfirst_step_grace_s = 300", "first_step_grace_s (300) must be at least stall_timeout_s"),
+    ('checkpoint_every_min = "30"', "checkpoint_every_min: expected a number, got '30'"),
+    ("max_fault_requeues = true", "max_fault_requeues: expected int"),
 ])
 def test_bad_profile_values_are_one_line_errors(tmp_path, body, message):
     profile = tmp_path / "mine.toml"
@@ -172,7 +176,8 @@ def test_show_prints_the_resolved_recipe():
 
 def _spec(**changes) -> JobSpec:
     base = JobSpec(job_name="t", nodes=2, tasks_per_node=2, cpus_per_task=1, gpus_per_node=0, mem_per_node_gb=0,
-                   time_limit_min=10, signal="USR2", signal_delay_s=60, max_requeues=3, partition="debug")
+                   time_limit_min=10, signal="USR2", signal_delay_s=60, max_requeues=3, partition="debug",
+                   model_dir="/experiments/t/model")
     return dataclasses.replace(base, **changes)
 
 
@@ -318,6 +323,9 @@ def test_shell_scripts_pass_shellcheck(tmp_path):
     rendered = tmp_path / "localslurm.sbatch"
     rendered.write_text(submit_cli("--cluster", "localslurm", "--nodes", "2", "smoke", "--dry-run").stdout)
     scripts = [rendered, *sorted((ROOT / "sbatch").glob("*.sub")), *sorted((ROOT / "enroot").glob("*.sh"))]
+    for script in scripts:
+        syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert syntax.returncode == 0, f"{script}: {syntax.stderr}"
     out = subprocess.run([str(BIN / "shellcheck"), "--shell=bash", *map(str, scripts)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
 
@@ -361,6 +369,25 @@ def test_prepare_keeps_one_model_dir_per_experiment():
     assert a.sbatch_text() == b.sbatch_text()
     with pytest.raises(ConfigError, match="--name"):
         prepare(profile, get_recipe("smoke"), 2, name="a b")
+
+
+def test_fault_fields_reach_the_script_and_the_trainer(tmp_path):
+    a100, local = load_profile("dgxa100"), load_profile("localslurm")
+    assert (a100.stall_timeout_s, a100.first_step_grace_s, a100.max_fault_requeues, a100.checkpoint_every_min) == (
+        900, 1800, 3, 30)
+    assert (local.stall_timeout_s, local.first_step_grace_s, local.checkpoint_every_min) == (60, 120, 0)
+    assert resolve(get_recipe("b4_amp"), a100, 1).trainer_flags["checkpoint_every_min"] == 30
+    assert resolve(get_recipe("b4_amp"), a100, 1, {"checkpoint_every_min": "5"}).trainer_flags[
+        "checkpoint_every_min"] == 5
+    assert "checkpoint_every_min" not in resolve(get_recipe("smoke_bench"), local, 1).trainer_flags
+    local = dataclasses.replace(local, experiments_dir=str(tmp_path))
+    train, bench = prepare(local, get_recipe("smoke"), 2), prepare(local, get_recipe("smoke_bench"), 2)
+    assert (train.spec.stall_timeout_s, train.spec.first_step_grace_s, train.spec.max_fault_requeues) == (60, 120, 3)
+    assert (bench.spec.stall_timeout_s, bench.spec.first_step_grace_s) == (0, 0)  # no heartbeat outside training
+    assert train.spec.model_dir == str(train.paths.model_dir)
+    text = train.sbatch_text()
+    assert f"EFFNET_MODEL_DIR={train.paths.model_dir}" in text and "EFFNET_STALL_S=60 EFFNET_GRACE_S=120" in text
+    assert "srun --unbuffered --open-mode=append --kill-on-bad-exit=1" in text
 
 
 def test_profile_validation_in_process():

@@ -6,8 +6,6 @@ Models are tiny (B0 at width/depth 0.25, 48 px) so that each job takes a minute 
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,103 +15,10 @@ import numpy as np
 import pytest
 
 from tests.runlogs import checkpoint_tensors, records, train_steps
-from tools.local_slurm import DEFAULT_DIR
-from tools.slurm_conf import Layout
-
-ROOT = Path(__file__).resolve().parents[1]
-SLURM_DIR = DEFAULT_DIR
-SLURM_CONF = Layout(SLURM_DIR).conf
-EPOCHS, STEPS = 2, 10
-TINY = ["--set", "mparams=num_classes=3,sync_batch_norm=false,width_coefficient=0.25,depth_coefficient=0.25",
-        "--set", "augmenter_name=none", "--set", f"max_epochs={EPOCHS}", "--set", f"steps_per_epoch={STEPS}"]
-EXPECTED_STEPS = [(e, s) for e in range(EPOCHS) for s in range(1, STEPS + 1)]
+from tests.slurm_cluster import (EXPECTED_STEPS, ROOT, TINY, experiment, job_id_of, sacct_states, submit, wait_done,
+                                 wait_for_step)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-
-
-def _slurm_env() -> dict[str, str]:
-    return {**os.environ, "SLURM_CONF": str(SLURM_CONF), "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _cluster_answers() -> bool:
-    if not shutil.which("sinfo") or not SLURM_CONF.is_file():
-        return False
-    return subprocess.run(["sinfo", "-h"], env=_slurm_env(), capture_output=True, timeout=30).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    """The local cluster: reused when up; started (and stopped after) when we are root."""
-    started = False
-    if not _cluster_answers():
-        if os.geteuid() != 0:
-            pytest.skip("real-Slurm tests need the local cluster, and starting it needs root "
-                        "(sudo make test, or python -m tools.local_slurm up as root)")
-        subprocess.run([sys.executable, "-m", "tools.local_slurm", "up", "--dir", str(SLURM_DIR)], check=True)
-        started = True
-    for var in [v for v in os.environ if v.startswith(("SLURM_", "SUBMITIT_"))]:
-        os.environ.pop(var)  # a test run inside a Slurm job must not leak that job's identity
-    os.environ["SLURM_CONF"] = str(SLURM_CONF)
-    yield _slurm_env()
-    if started:
-        subprocess.run([sys.executable, "-m", "tools.local_slurm", "down", "--dir", str(SLURM_DIR)], check=False)
-
-
-@pytest.fixture(scope="module")
-def profile(tmp_path_factory) -> Path:
-    """localslurm with data and experiments in a temp dir, and an env value full of shell metacharacters."""
-    tmp = tmp_path_factory.mktemp("slurm")
-    text = (ROOT / "clusters" / "localslurm.toml").read_text()
-    text = text.replace('experiments_dir = "runs/experiments"', f'experiments_dir = "{tmp / "experiments"}"')
-    text = text.replace('name = "localslurm"', 'name = "testslurm"')
-    subprocess.run([sys.executable, "-m", "tools.demo_data", str(tmp / "data"), "--no-mnist"], cwd=ROOT, check=True,
-                   capture_output=True)
-    text = text.replace('data_dir = "runs/demo-data/photos"', f'data_dir = "{tmp / "data" / "photos"}"')
-    text += f'EFFNET_TEST_NOTE = "$(touch {tmp}/pwned); `touch {tmp}/pwned2`"\n'
-    path = tmp / "testslurm.toml"
-    path.write_text(text)
-    return path
-
-
-def submit(profile: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.submit", "--cluster", str(profile), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
-def job_id_of(out: str) -> str:
-    return out.split("submitted job ", 1)[1].split(":", 1)[0]
-
-
-def experiment(profile: Path, name: str) -> Path:
-    return profile.parent / "experiments" / name
-
-
-def sacct_states(job_id: str, env: dict) -> list[str]:
-    out = subprocess.run(["sacct", "-j", job_id, "-D", "-X", "-n", "-P", "-o", "State"], env=env,
-                         capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def wait_done(job_id: str, env: dict, timeout_s: float = 900) -> list[str]:
-    """Wait until the job has left the queue; return the states of its attempts (sacct)."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        queued = subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True).stdout
-        if not queued.strip():
-            time.sleep(2)  # accounting lags by about a second
-            return sacct_states(job_id, env)
-        time.sleep(2)
-    subprocess.run(["scancel", job_id], env=env)
-    pytest.fail(f"job {job_id} still queued after {timeout_s} s")
-
-
-def wait_for_step(model_dir: Path, step: tuple[int, int], timeout_s: float = 600) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if (model_dir / "log.json").exists() and step in train_steps(model_dir):
-            return
-        time.sleep(0.3)
-    pytest.fail(f"training never logged step {step} in {model_dir}")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,9 @@ that pose as nodes node1..nodeN. Partitions: `debug` (default, preemptable: Pree
 GraceTime=20 s) and `high` (PriorityTier 10, preempts debug). Requeued jobs restart within
 seconds (cred_expire=10, KillWait=5). It is idempotent: what already runs is left alone.
 
+`up` also restores a node that was killed (the fault tests kill a slurmd to lose a node): it
+restarts every slurmd that is not running and resumes nodes left DOWN or DRAINED.
+
 `up` records what it started in DIR/state.json (layout, ports, each daemon's PID and start time,
 rewritten atomically after every start), and `down` and `status` read it: `down` stops exactly
 those processes, whatever flags `up` had. `--dir` is the one way to use another directory than
@@ -233,6 +236,17 @@ def _nodes_ready(cluster: Cluster) -> bool:
         s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states)
 
 
+def resume_nodes(cluster: Cluster) -> None:
+    """Nodes left down or drained whose slurmd runs again go back into service."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env=cluster.env(), capture_output=True, text=True)
+    # One line per node and partition: dict() keeps one per node.
+    for name, state in dict(line.split() for line in out.stdout.splitlines() if len(line.split()) == 2).items():
+        if state.rstrip("*~#$@+") in ("down", "drained", "draining", "fail", "failing") and \
+                cluster.running(f"slurmd-{name}"):
+            _ok(["scontrol", "update", f"NodeName={name}", "State=RESUME"], cluster)
+            say(f"resumed {name} (was {state})")
+
+
 def plan(directory: Path, sizes: dict[str, int | None]) -> Cluster:
     """The recorded cluster while any of it runs (flags given must match it), else a new one."""
     recorded = Cluster.load(directory)
@@ -261,10 +275,12 @@ def up(cluster: Cluster) -> None:
         _ok(["scontrol", "reconfigure"], cluster)
     for node in layout.node_names:
         start_daemon(cluster, f"slurmd-{node}", ["/usr/sbin/slurmd", "-D", "-N", node, "-f", str(layout.conf)])
+    resume_nodes(cluster)
     try:
         wait_until("nodes to become idle", lambda: _nodes_ready(cluster), 30, cluster)
     except ClusterError:
         _ok(["scontrol", "reconfigure"], cluster)  # nodes left 'unknown' by a slurmctld restart re-register
+        resume_nodes(cluster)
         wait_until("nodes to become idle", lambda: _nodes_ready(cluster), 60, cluster)
     link_system_conf(layout)
     say(f"up: {layout.describe()}; partitions debug (preemptable) and high. export SLURM_CONF={layout.conf}")

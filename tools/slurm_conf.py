@@ -2,6 +2,14 @@
 
 Split out of `local_slurm` so that the daemon handling there stays readable; everything here is a
 pure function of a `Layout`, which `local_slurm up` records in DIR/state.json.
+
+Timeouts are cut for tests, where real clusters keep Slurm's defaults or their own:
+- SlurmdTimeout=30 (default 300, typical sites 300): a node whose slurmd stops answering is marked
+  DOWN after 30-40 s (slurmctld pings every SlurmdTimeout/3), and only then are its jobs cleaned up
+  and requeued (NODE_FAIL); at 300 s a job that lost a node sits in COMPLETING for 5+ minutes.
+  ReturnToService=2 brings such a node back when its slurmd registers again (`local_slurm up`).
+- KillWait=5 and cred_expire=10 make a requeued job start again within seconds (default 30 s and
+  120 s: a requeue then takes minutes).
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ PORT_BASE = 16800
 SLURMD_PORT_BASE = PORT_BASE + 100
 GRACE_TIME_S = 20
 KILL_WAIT_S = 5
+SLURMD_TIMEOUT_S = 30
 CRED_EXPIRE_S = 10
 DB_USER, DB_PASS, DB_NAME = "slurm", "slurm-local-test", "slurm_acct_db"
 
@@ -85,6 +94,7 @@ SchedulerParameters=sched_interval=5
 ReturnToService=2
 JobRequeue=1
 KillWait={KILL_WAIT_S}
+SlurmdTimeout={SLURMD_TIMEOUT_S}
 MinJobAge=600
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost

@@ -8,6 +8,7 @@ log.json) stays the same across requeues and resubmissions, so a job always resu
 
     <experiments_dir>/<name>/
         experiment.json      what was submitted: recipe, cluster, nodes, job ids
+        attempts.jsonl       the attempt ledger: one line per attempt, by the batch script (effnet.core.ledger)
         model/               the trainer's model_dir
         submitit/            sbatch scripts, pickles and per-task logs (%j_%t_log.out/.err)
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from effnet.core.ledger import ATTEMPTS_FILENAME
 
 LOG_FILENAME = "log.json"
 CHECKPOINTS_DIRNAME = "checkpoints"
@@ -46,6 +49,11 @@ class ExperimentPaths:
     @property
     def metadata(self) -> Path:
         return self.root / "experiment.json"
+
+    @property
+    def attempts(self) -> Path:
+        """The attempt ledger, next to model_dir (where effnet.core.ledger.ledger_for_model_dir puts it)."""
+        return self.root / ATTEMPTS_FILENAME
 
     @property
     def trainer_log(self) -> Path:
