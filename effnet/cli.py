@@ -12,13 +12,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from effnet.core.errors import ConfigError
-from effnet.core.config.train import TrainConfig
+from effnet.core.config.train import TRAIN_MODES, TrainConfig
 from effnet.core.exits import EXIT_BAD_INPUT
 
 if TYPE_CHECKING:
     from effnet.train.health import Heartbeat
 
-TRAIN_MODES = ("train", "train_and_eval")
 
 
 def run(config: TrainConfig) -> dict | None:

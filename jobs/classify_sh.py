@@ -177,7 +177,7 @@ effnet_end() {
       effnet_say "completed: attempt $EFFNET_ATTEMPT${last_step:+ reached step $last_step}"
       exit 0 ;;
     app_error)
-      effnet_warn "app_error:$where: $(sed 's/\\"/"/g; s/\\\\/\\/g' <<< "${error:-exit status $1}"); not requeued"
+      effnet_warn "app_error${where:+:$where}: $(sed 's/\\"/"/g; s/\\\\/\\/g' <<< "${error:-exit status $1}"); not requeued"
       exit $(($1 == 0 ? 1 : $1)) ;;
     preempted | time_limit)
       if [ "$action" = requeue ]; then
@@ -188,10 +188,10 @@ effnet_end() {
       exit "$1" ;;
   esac
   if [ "$action" = requeue ]; then
-    effnet_say "$cause${last_step:+ at step $last_step}:$where ($detail); fault requeue $used of $budget"
+    effnet_say "$cause${last_step:+ at step $last_step}${where:+:$where} ($detail); fault requeue $used of $budget"
     effnet_requeue "$1" "$fault_node"
   fi
-  effnet_warn "$cause${last_step:+ at step $last_step}:$where ($detail); the limit of $budget fault requeues is reached"
+  effnet_warn "$cause${last_step:+ at step $last_step}${where:+:$where} ($detail); the limit of $budget fault requeues is reached"
   exit $(($1 == 0 ? 1 : $1))
 }
 '''

@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from effnet.core.config.train import TRAIN_MODES
 from effnet.core.errors import ConfigError
 from effnet.core.paths import ExperimentPaths
 from jobs.profile import PROJECT_ROOT, ClusterProfile, experiments_dir, host_path
-from jobs.recipes import TRAIN_MODES, Recipe, ResolvedRecipe, resolve
+from jobs.recipes import Recipe, ResolvedRecipe, resolve
 from jobs.render import JobSpec, render_sbatch
 
 SUBMITIT_COMMAND = ("-u", "-m", "submitit.core._submit")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from effnet.core.errors import ConfigError
-from effnet.core.config.train import TrainConfig
+from effnet.core.config.train import TRAIN_MODES, TrainConfig
 from effnet.core.stages import Stage, StageSchedule
 from jobs.profile import ClusterProfile
 
@@ -112,7 +112,6 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 # The trainer modes that train: they checkpoint, beat a heartbeat and write stop records (effnet.core.health).
-TRAIN_MODES = ("train", "train_and_eval")
 
 # Flags the launcher owns: they follow from the profile and the experiment, not from the user.
 LAUNCHER_FLAGS = ("model_dir", "data_dir")

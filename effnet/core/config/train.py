@@ -21,6 +21,9 @@ def peak_learning_rate(lr_init: float, global_batch: int) -> float:
     return lr_init * global_batch / 128.0
 
 
+# The modes that train: they write heartbeats and stop records, and the launcher watches them.
+TRAIN_MODES = ("train", "train_and_eval")
+
 Mode = Literal["train_and_eval", "train", "eval", "predict", "benchmark", "summary"]
 
 
