@@ -24,7 +24,6 @@ belongs to that attempt.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +65,6 @@ class HealthFiles:
             except (OSError, ValueError):
                 continue
         return out
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def heartbeat_line(progress: int, global_step: int, host: str, pid: int, now: float | None = None) -> str:

@@ -15,6 +15,7 @@ log.json) stays the same across requeues and resubmissions, so a job always resu
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,11 +87,16 @@ class ExperimentPaths:
         """Append one submission (job id and what it ran) to experiment.json, atomically."""
         data = self.read_metadata()
         data.setdefault("submissions", []).append(info)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.metadata.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(self.metadata)
+        write_atomically(self.metadata, json.dumps(data, indent=2))
         return data
 
     def job_ids(self) -> list[str]:
         return [s["job_id"] for s in self.read_metadata().get("submissions", [])]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write-then-rename, so a reader never sees half a file (experiment.json, health records)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

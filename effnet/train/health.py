@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
-from effnet.core.health import HealthFiles, StopReason, heartbeat_line, stop_record, write_atomically
+from effnet.core.health import HealthFiles, StopReason, heartbeat_line, stop_record
+from effnet.core.paths import write_atomically
 
 T = TypeVar("T")
 HEARTBEAT_INTERVAL_S = 5.0
