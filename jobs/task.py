@@ -11,8 +11,9 @@ runs the trainer in this process:
 The trainer pins the GPU by local rank. A checkpoint signal makes it save and exit with 75; a
 signal that arrives before the trainer is listening, or during its final evaluation, exits 75 at
 once after writing the rank's `signal` stop record (the newest checkpoint is complete), so the
-batch script requeues either way and the next attempt resumes. Once the trainer has returned,
-signals are ignored.
+batch script requeues either way and the next attempt resumes. A signal after the trainer wrote
+its own stop record keeps that record (a rank that completed exits 0). Once the trainer has
+returned, signals are ignored.
 
     python -m jobs.task [--launch gloo|pmix] -- TRAINER FLAGS...   (what sbatch/*.sub run)
 """
@@ -143,6 +144,12 @@ class ExitForRequeue:
 
     def __call__(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        kept = self._written_record()
+        if '"reason": "completed"' in kept:
+            os._exit(0)  # the rank finished (eval and export included); a late signal does not undo that
+        if kept:  # the trainer's own record (its checkpoint, its error) says more than this one could
+            os.write(2, f"jobs.task: {name} after this rank stopped; exiting {EXIT_REQUEUE}\n".encode())
+            os._exit(EXIT_REQUEUE)
         text = stop_record("signal", self.rank, self.host, None, signal=name, checkpoint=None).encode()
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -154,6 +161,17 @@ class ExitForRequeue:
             pass
         os.write(2, f"jobs.task: {name} before training started; exiting {EXIT_REQUEUE} for requeue\n".encode())
         os._exit(EXIT_REQUEUE)
+
+    def _written_record(self) -> str:
+        """This rank's stop record of this attempt, if the trainer wrote one ('' if none)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return ""
+        try:
+            return os.read(fd, 65536).decode(errors="replace")
+        finally:
+            os.close(fd)
 
 
 def run_rank(trainer_flags: dict, launch: str = "gloo") -> dict | None:

@@ -93,6 +93,29 @@ def test_a_signal_before_the_trainer_listens_writes_a_signal_record_and_exits_75
             for r in HealthFiles(tmp_path).stops()] == [("signal", 2, "SIGTERM", None, None)]
 
 
+@pytest.mark.parametrize("reason, exit_code", [("signal", 75), ("completed", 0), ("app_error", 75)])
+def test_a_late_signal_keeps_the_trainers_record(tmp_path, reason, exit_code):
+    # The trainer wrote its record (its checkpoint, completion or error); then, while the process ends,
+    # Slurm's SIGTERM reaches the launcher's handler. It must not overwrite the record with a vaguer
+    # one, and a rank that completed stays completed.
+    write_stop(Heartbeat(tmp_path, rank=1), reason, checkpoint="ckpt-42")
+    record = HealthFiles(tmp_path).stop(1).read_bytes()
+    code = ("import os, signal, time, jobs.task as task\n"
+            f"signal.signal(signal.SIGTERM, task.ExitForRequeue({str(tmp_path)!r}, 1))\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == exit_code, proc.stderr
+    assert HealthFiles(tmp_path).stop(1).read_bytes() == record
+
+
+def test_a_stop_record_left_by_an_earlier_run_is_cleared_when_a_rank_starts(tmp_path):
+    write_stop(Heartbeat(tmp_path, rank=0), "completed")
+    heartbeat = Heartbeat(tmp_path, rank=0).start()
+    heartbeat.stop()
+    assert HealthFiles(tmp_path).stops() == []
+
+
 KILL_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)   # of a measured save: cuts spread over one save
 
 

@@ -63,6 +63,9 @@ class Heartbeat:
             pass
 
     def start(self) -> "Heartbeat":
+        # A stop record from an earlier run in this model_dir (one not started by the batch script,
+        # which empties health/) would speak for this run.
+        self.files.stop(self.rank).unlink(missing_ok=True)
         self.beat()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-rank{self.rank}", daemon=True)
         self._thread.start()

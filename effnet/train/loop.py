@@ -114,14 +114,16 @@ class Trainer:
 
     def _checkpoint_and_exit(self, flag: PreemptionFlag) -> None:
         path = self._save()
-        dist.barrier()
         step = int(self.state.global_step.numpy())
         self.heartbeat.set_step(step)
-        # Every rank says why it stops; one that did not get the signal itself names none.
+        # Every rank says why it stops (one that did not get the signal itself names none), and rank 0
+        # logs it, before the barrier: the first rank to exit makes srun --kill-on-bad-exit end the
+        # others, so no rank may exit before every record is written.
         write_stop(self.heartbeat, "signal", signal=flag.received.name if flag.received else None,
                    checkpoint=path or self.checkpoints.prefix(step))
         self.report.log((), {"comment": "checkpointed on signal, exiting for requeue", "checkpoint": path or "",
                              "exit_code": EXIT_REQUEUE, **self.state.as_dict()})
+        dist.barrier()
         raise Preempted()
 
     def _log_progress(self, epoch: int, loss_sum: float, correct: float, seen: int, steps: int, seconds: float) -> None:
