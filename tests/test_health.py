@@ -147,7 +147,7 @@ def killed_mid_save(tmp_path) -> list[Path]:
 
 
 def test_sigkill_during_checkpoint_writes_leaves_a_complete_checkpoint(killed_mid_save):
-    restored = []
+    restored, cut_dirs = [], [(d / "checkpoints" / "ckpt-3_temp").exists() for d in killed_mid_save]
     for model_dir in killed_mid_save:
         checkpointer, weights, state = build(str(model_dir))
         path = checkpointer.restore("auto")
@@ -156,6 +156,8 @@ def test_sigkill_during_checkpoint_writes_leaves_a_complete_checkpoint(killed_mi
         for variable, value in zip(weights.parts, values(number)):
             np.testing.assert_array_equal(variable.numpy(), value)
         restored.append(number)
-    # Kills did land inside save 3 (its temporary files are left behind), and there 2 is restored.
-    cut = [n for d, n in zip(killed_mid_save, restored) if (d / "checkpoints" / "ckpt-3_temp").exists()]
+    # Kills did land inside save 3 (they left its temporary files), and there 2 is restored; the
+    # restore removed those files.
+    cut = [n for was_cut, n in zip(cut_dirs, restored) if was_cut]
     assert restored[0] == 2 and cut and set(cut) == {2}, restored
+    assert not [d for d in killed_mid_save if list((d / "checkpoints").glob("*_temp"))]

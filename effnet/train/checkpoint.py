@@ -6,12 +6,15 @@ steps done in the epoch, and the position in the epoch's record stream. The data
 a pure function of those, so a resumed run continues exactly where the checkpoint was taken.
 
 TensorFlow writes the data and index files first and then atomically replaces the
-`checkpoint` index file, so a save cut short leaves the previous checkpoint current. If the
-newest checkpoint is unreadable anyway, restore falls back to the one before.
+`checkpoint` index file, so a save cut short leaves the previous checkpoint current (and its
+`ckpt-N_temp` directory, which a training restore removes). If the newest checkpoint is
+unreadable anyway, restore falls back to the one before.
 """
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from typing import Iterator, Literal
 
 import keras
@@ -100,6 +103,8 @@ class Checkpointer:
         `must` without a readable checkpoint is an error; `never` ignores existing ones.
         `partial` is for eval/predict, which restore the model (and EMA) without the optimizer.
         """
+        if self.is_chief and not partial:
+            self._remove_cut_saves()
         if mode == "never":
             return None
         failures = []
@@ -116,6 +121,13 @@ class Checkpointer:
             detail = f" (unreadable: {', '.join(failures)})" if failures else ""
             raise ConfigError(f"--resume must: no readable checkpoint in {self.directory}{detail}")
         return None
+
+
+    def _remove_cut_saves(self) -> None:
+        """Delete what saves cut short (a SIGKILL mid-write) left: `ckpt-N_temp` directories. Only a
+        training run's chief does this, before it saves, when no other process writes here."""
+        for leftover in glob.glob(os.path.join(glob.escape(self.directory), f"{CHECKPOINT_NAME}-*_temp")):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def build_optimizer_slots(optimizer: keras.optimizers.Optimizer, model: keras.Model) -> None:
