@@ -1,7 +1,6 @@
 """Readers, preprocessing and the input pipeline on real JPEGs from shipped photos, offline."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np

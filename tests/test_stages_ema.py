@@ -4,7 +4,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from effnet.train.ema import ExponentialMovingAverage, averaged_variables
 from effnet.core.stages import StageSchedule
