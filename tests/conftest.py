@@ -39,3 +39,14 @@ def profile(tmp_path_factory):
     from tests.slurm_cluster import make_profile
 
     return make_profile(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def baseline(slurm, profile) -> Path:
+    """An uninterrupted 2-node x 2-rank smoke_stages run (tests/slurm_cluster.py): the Slurm tests
+    interrupt the same run in every way they can and compare its final weights with this one's."""
+    from tests.slurm_cluster import STAGES_TINY, experiment, submit
+
+    proc = submit(profile, "--nodes", "2", "smoke_stages", "--name", "baseline", "--wait", *STAGES_TINY, env=slurm)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return experiment(profile, "baseline")

@@ -10,11 +10,15 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.runlogs import train_steps
+from effnet.core.health import HealthFiles
+from effnet.core.ledger import read_attempts
+from tests.runlogs import checkpoint_tensors, train_steps
 from tools.local_slurm import DEFAULT_DIR
 from tools.slurm_conf import Layout
 
@@ -25,6 +29,10 @@ EPOCHS, STEPS = 2, 10
 TINY = ["--set", "mparams=num_classes=3,sync_batch_norm=false,width_coefficient=0.25,depth_coefficient=0.25",
         "--set", "augmenter_name=none", "--set", f"max_epochs={EPOCHS}", "--set", f"steps_per_epoch={STEPS}"]
 EXPECTED_STEPS = [(e, s) for e in range(EPOCHS) for s in range(1, STEPS + 1)]
+# The smoke_stages recipe as it ships (AutoAugment, 32 -> 48 px at epoch 2, 4 epochs x 8 steps, a
+# checkpoint per epoch) with a tiny model: what the fault tests interrupt and compare bit for bit.
+STAGES_TINY = ["--set", "mparams=num_classes=3,sync_batch_norm=false,width_coefficient=0.25,depth_coefficient=0.25"]
+STAGES_STEPS = [(e, s) for e in range(4) for s in range(1, 9)]
 
 
 def _slurm_env() -> dict[str, str]:
@@ -112,3 +120,42 @@ def wait_for_step(model_dir: Path, step: tuple[int, int], timeout_s: float = 600
     pytest.fail(f"training never logged step {step} in {model_dir}")
 
 
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One rank's heartbeat line (effnet.core.health)."""
+
+    rank: int
+    progress: int
+    global_step: int
+    host: str
+    pid: int
+
+
+def heartbeats(model_dir: Path) -> dict[int, Beat]:
+    out = {}
+    for path in HealthFiles(model_dir).directory.glob("heartbeat.rank*"):
+        fields = path.read_text().split()
+        if len(fields) >= 4:
+            rank = int(path.name.removeprefix("heartbeat.rank"))
+            out[rank] = Beat(rank, int(fields[0]), int(fields[1]), fields[2], int(fields[3]))
+    return out
+
+
+def attempts(experiment_dir: Path) -> list[dict]:
+    return read_attempts(experiment_dir / "attempts.jsonl")
+
+
+def preempt_all_nodes(env: dict, seconds: int = 5) -> str:
+    """A job in the high-priority partition that needs every node: it preempts whatever runs."""
+    return subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "-p", "high", "-N", "4", "--wrap",
+                           f"sleep {seconds}"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def assert_same_weights(want_model_dir: Path, got_model_dir: Path) -> None:
+    """The final checkpoints hold the same tensors, bit for bit."""
+    want, got = checkpoint_tensors(want_model_dir), checkpoint_tensors(got_model_dir)
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)

@@ -1,5 +1,6 @@
 """The launcher against a real Slurm 22.05 (`python -m tools.local_slurm up`): multi-node Horovod,
-real preemption by a higher-priority partition, time-limit chaining, raw .sub scripts, cancel.
+time-limit chaining, raw .sub scripts, cancel, a benchmark sweep. Preemption and faults:
+tests/test_slurm_faults.py.
 
 Needs root to start the cluster (make test does, and takes it down after); otherwise skipped.
 Models are tiny (B0 at width/depth 0.25, 48 px) so that each job takes a minute or two on 2 cores.
@@ -9,29 +10,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.runlogs import checkpoint_tensors, records, train_steps
-from tests.slurm_cluster import (EXPECTED_STEPS, ROOT, TINY, experiment, job_id_of, sacct_states, submit, wait_done,
-                                 wait_for_step)
+from tests.runlogs import records, train_steps
+from tests.slurm_cluster import (EXPECTED_STEPS, ROOT, STAGES_STEPS, TINY, experiment, job_id_of, sacct_states, submit,
+                                 wait_done, wait_for_step)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
-@pytest.fixture(scope="module")
-def baseline(slurm, profile) -> Path:
-    """An uninterrupted 2-node x 2-rank run: `jobs.submit --nodes 2 smoke --wait`."""
-    proc = submit(profile, "--nodes", "2", "smoke", "--name", "baseline", "--wait", *TINY, env=slurm)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return experiment(profile, "baseline")
-
-
 def test_multinode_job_runs_to_completion(slurm, profile, baseline):
     model_dir = baseline / "model"
-    assert train_steps(model_dir) == EXPECTED_STEPS
+    assert train_steps(model_dir) == STAGES_STEPS
     params = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == "PARAMETER"]
     assert params[0]["world_size"] == 4
     finals = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == []
@@ -51,32 +42,6 @@ def test_multinode_job_runs_to_completion(slurm, profile, baseline):
     logs_cli = subprocess.run([sys.executable, "-m", "jobs.logs", str(baseline), "--task", "3"], cwd=ROOT, env=slurm,
                               capture_output=True, text=True)
     assert logs_cli.returncode == 0 and "rank 3/4" in logs_cli.stdout
-
-
-def test_preemption_checkpoints_requeues_and_resumes_exactly(slurm, profile, baseline):
-    proc = submit(profile, "--nodes", "2", "smoke", "--name", "preempted", *TINY, env=slurm)
-    assert proc.returncode == 0, proc.stderr
-    job = job_id_of(proc.stdout)
-    model_dir = experiment(profile, "preempted") / "model"
-    wait_for_step(model_dir, (0, 2))
-    # A job in the high-priority partition that needs every node preempts ours.
-    high = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "-p", "high", "-N", "4", "--wrap", "sleep 5"], env=slurm,
-                          capture_output=True, text=True, check=True).stdout.strip()
-    states = wait_done(job, slurm)
-    wait_done(high, slurm)
-    assert states[-1] == "COMPLETED" and len(states) >= 2, states
-    assert any(s in ("PREEMPTED", "REQUEUED") for s in states[:-1]), states
-    recs = records(model_dir)
-    stops = [r["data"] for r in recs if r["type"] == "LOG" and r["data"].get("exit_code") == 75]
-    assert stops, "the trainer never checkpointed on the preemption signal"
-    resumed = [r["data"]["resumed_from"] for r in recs if r["type"] == "LOG" and "resumed_from" in r["data"]]
-    assert resumed[0] == "" and resumed[-1].endswith(f"ckpt-{stops[-1]['global_step']}")
-    # Continuous: every step exactly once across the preemption; nothing skipped, nothing repeated.
-    assert train_steps(model_dir) == EXPECTED_STEPS
-    want, got = checkpoint_tensors(baseline / "model"), checkpoint_tensors(model_dir)
-    assert want.keys() == got.keys()
-    for key in want:
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 def _elapsed_seconds(job: str, env: dict) -> int:
