@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): every figure against its reference, measured in the same run.
 
-    python -m bench [--quick] [--skip p1p3,p2,p4,convergence] [--json runs/bench/latest.json]
+    python -m bench [--quick] [--skip p1p3,p2,p4,p5,convergence] [--json runs/bench/latest.json]
 
 Each figure runs in its own process (a clean TensorFlow), writes JSON, and is summarised as a
 ratio against its same-run reference:
@@ -9,6 +9,7 @@ ratio against its same-run reference:
     P2  train input pipeline                      vs decode-only                target >= 0.6
     P3  inference throughput / p50 latency @1     vs Keras predict              target >= 1.0
     P4  submit -> first step, preemption -> resumed step, steps lost (local Slurm)
+    P5  rank SIGKILL / SIGSTOP -> resumed step, steps replayed per fault (local Slurm)
     --  convergence: B0 on MNIST-5k, best top-1 and wall time   target >= 97% in 600 s
 
 The JSON names the machine the figures came from. --quick uses fewer steps and skips convergence.
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-FIGURES = ("p1p3", "p2", "p4", "convergence")
+FIGURES = ("p1p3", "p2", "p4", "p5", "convergence")
 
 
 def machine() -> dict:
@@ -61,9 +62,10 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
         for name, ratio in pipe["ratio_to_decode_only"].items():
             if name != "decode-only":
                 rows.append(("P2", f"{name} vs decode-only", f"{ratio:.2f}x", ">= 0.6" if name.startswith("train") else ""))
-    p4 = results.get("p4", {})
-    if "error" not in p4 and p4:
-        rows += [("P4", k.removeprefix("P4 "), f"{v:.1f}", "") for k, v in p4.items()]
+    for name in ("p4", "p5"):
+        figures = results.get(name, {})
+        if "error" not in figures and figures:
+            rows += [(name.upper(), k.removeprefix(f"{name.upper()} "), f"{v:.1f}", "") for k, v in figures.items()]
     conv = results.get("convergence", {})
     if "error" not in conv and conv:
         rows.append(("--", "convergence: B0 MNIST-5k best top-1, seconds",
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "p1p3": ("bench.model_speed", ["--steps", "6", "--rounds", "1"] if args.quick else ["--steps", "10"]),
         "p2": ("bench.input_pipeline", ["--images", "256", "--seconds", "4" if args.quick else "8"]),
         "p4": ("bench.preemption", []),
+        "p5": ("bench.faults", []),
         "convergence": ("bench.convergence", []),
     }
     results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
