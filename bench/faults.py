@@ -13,19 +13,15 @@ Submits the CPU smoke recipe (tiny B0, 3 epochs x 15 steps, a checkpoint per epo
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
-import sys
-import tempfile
 import time
 import tomllib
 from pathlib import Path
 
 from effnet.core.ledger import ledger_for_model_dir, read_attempts
 
-from . import report_figures
-from .slurm_jobs import (TINY_MODEL, job_finished, local_slurm_env, logged_steps, rank_pid, resumed_steps, run_log,
+from .slurm_jobs import (TINY_MODEL, bench_main, job_finished, logged_steps, rank_pid, resumed_steps, run_log,
                          submit_smoke, wait_until, write_profile)
 
 STEPS_PER_EPOCH = 15
@@ -66,17 +62,7 @@ def measure(work: Path, env: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    env = local_slurm_env()
-    if env is None:
-        print("bench.faults: no local Slurm is up; run python -m tools.local_slurm up as root", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = measure(Path(tmp), env)
-    report_figures(figures, args.json, digits=1)
-    return 0
+    return bench_main("faults", __doc__, measure, argv)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,15 @@ it with a job in the `high` partition once training runs, and reports:
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 from effnet.core.exits import EXIT_REQUEUE
 from effnet.core.runlog import is_stop
 
-from . import report_figures
-from .slurm_jobs import (TINY_MODEL, job_finished, local_slurm_env, logged_steps, resumed_steps, run_log,
-                         submit_smoke, wait_until, write_profile)
+from .slurm_jobs import (TINY_MODEL, bench_main, job_finished, logged_steps, resumed_steps, run_log, submit_smoke,
+                         wait_until, write_profile)
 
 STEPS_PER_EPOCH = 30
 OVERRIDES = [TINY_MODEL, "augmenter_name=none", "max_epochs=2", f"steps_per_epoch={STEPS_PER_EPOCH}"]
@@ -55,17 +51,7 @@ def measure(work: Path, env: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.preemption", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    env = local_slurm_env()
-    if env is None:
-        print("bench.preemption: no local Slurm is up; run python -m tools.local_slurm up as root", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = measure(Path(tmp), env)
-    report_figures(figures, args.json, digits=1)
-    return 0
+    return bench_main("preemption", __doc__, measure, argv)
 
 
 if __name__ == "__main__":

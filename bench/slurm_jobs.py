@@ -6,10 +6,12 @@ files as it trains.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -17,6 +19,8 @@ from typing import Callable, TypeVar
 from effnet.core.health import HealthFiles
 from effnet.core.paths import LOG_FILENAME
 from effnet.core.runlog import RunLog, global_step, is_log, is_train_step, read_log
+
+from . import report_figures
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,3 +95,18 @@ def resumed_steps(model_dir: Path, steps_per_epoch: int, resumes: int = 1) -> li
 def rank_pid(model_dir: Path, rank: int) -> int:
     """The pid of `rank`'s process, from its heartbeat ("progress global_step host pid time")."""
     return int(HealthFiles(model_dir).heartbeat(rank).read_text().split()[3])
+
+
+def bench_main(module: str, doc: str, measure: Callable[[Path, dict], dict], argv: list[str] | None) -> int:
+    """`python -m bench.<module> [--json F]`: `measure(scratch_dir, slurm_env)` on the local cluster, reported."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{module}", description=doc.split("\n\n")[0])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    env = local_slurm_env()
+    if env is None:
+        print(f"bench.{module}: no local Slurm is up; run python -m tools.local_slurm up as root", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = measure(Path(tmp), env)
+    report_figures(figures, args.json, digits=1)
+    return 0
