@@ -158,6 +158,7 @@ effnet_requeue() {
 # STATUS: after srun. Classify, record, then requeue or end the job with the right status.
 effnet_end() {
   local end used=0 budget=0 action=stop where=""
+  step_end=$(date +%s.%3N)
   kill "$EFFNET_WATCHDOG" 2>/dev/null
   exec 3>&-
   wait "$EFFNET_WATCHDOG" "$EFFNET_TEE" 2>/dev/null

@@ -19,7 +19,7 @@ How an attempt is classified: `jobs.classify_sh`.
 from __future__ import annotations
 
 from effnet.core.exits import EXIT_BAD_INPUT, EXIT_REQUEUE
-from effnet.core.health import HEALTH_DIRNAME, HEARTBEAT_PREFIX, STOP_PREFIX
+from effnet.core.health import HEALTH_DIRNAME, HEARTBEAT_PREFIX, STOP_PREFIX, TIMELINE_FILENAME
 from effnet.core.ledger import ATTEMPTS_FILENAME, HANG_RECORD
 from effnet.core.paths import CHECKPOINTS_DIRNAME
 from jobs.classify_sh import AFTER_SRUN
@@ -214,14 +214,18 @@ effnet_last_step() {
 
 effnet_jstr() { if [ -n "$1" ]; then printf '"%s"' "$1"; else printf null; fi; }
 
-# JOB ATTEMPT NODES START END RESUMED STATUS ACTION: append the attempt's line to the ledger.
+# JOB ATTEMPT NODES START END RESUMED STATUS ACTION: append the attempt's line to the ledger, with
+# when srun returned (step_end) and rank 0's timeline (effnet.core.health) for the restart phases.
 effnet_record() {
-  local prev replayed=0
+  local prev replayed=0 timeline
   prev=$(tail -n 1 "$EFFNET_LEDGER" 2>/dev/null | effnet_field last_step)
   case $prev in '' | null | *[!0-9]*) ;; *) [ "$prev" -le "$6" ] || replayed=$((prev - $6)) ;; esac
-  printf '{"job_id": "%s", "attempt": %s, "nodes": "%s", "start": %s, "end": %s, "cause": "%s", "resumed_from_step": %s, "last_step": %s, "steps_replayed": %s, "fault_rank": %s, "fault_node": %s, "exit_status": %s, "action": "%s", "error": %s, "detail": "%s"}\n' \
+  timeline=$(head -n 1 "$EFFNET_HEALTH/{TIMELINE}" 2>/dev/null)
+  case $timeline in '{'*'}') ;; *) timeline=null ;; esac
+  printf '{"job_id": "%s", "attempt": %s, "nodes": "%s", "start": %s, "end": %s, "cause": "%s", "resumed_from_step": %s, "last_step": %s, "steps_replayed": %s, "fault_rank": %s, "fault_node": %s, "exit_status": %s, "action": "%s", "error": %s, "step_end": %s, "timeline": %s, "detail": "%s"}\n' \
     "$1" "$2" "$3" "$4" "$5" "$cause" "$6" "${last_step:-null}" "$replayed" "${fault_rank:-null}" \
-    "$(effnet_jstr "$fault_node")" "${7:-null}" "$8" "$(effnet_jstr "$error")" "${detail//[\"\\]/}" >> "$EFFNET_LEDGER"
+    "$(effnet_jstr "$fault_node")" "${7:-null}" "$8" "$(effnet_jstr "$error")" "${step_end:-null}" "$timeline" \
+    "${detail//[\"\\]/}" >> "$EFFNET_LEDGER"
 }
 
 # CAUSE: how many attempts of this job the ledger holds in CAUSE's budget group, this one included.
@@ -238,7 +242,7 @@ effnet_leftover() {
   read -r job attempt start resumed nodes < "$EFFNET_HEALTH/attempt"
   effnet_set_hosts "$nodes"
   end=$(effnet_heartbeats | awk -v m="$start" '$7 > m { m = $7 } END { print m }')
-  last_step=$(effnet_last_step) cause=killed fault_rank="" fault_node="" error=""
+  last_step=$(effnet_last_step) cause=killed fault_rank="" fault_node="" error="" step_end=""
   detail="its batch script was killed (scancel, a requeue from outside, a lost node)"
   node=$(effnet_down_node)
   [ -z "$node" ] || effnet_lost_node "$node" "$end"
@@ -270,6 +274,7 @@ effnet_begin() {
 
 def _fill(text: str) -> str:
     for key, value in (("{HEARTBEAT}", HEARTBEAT_PREFIX), ("{STOP}", STOP_PREFIX), ("{HANG}", HANG_RECORD),
+                       ("{TIMELINE}", TIMELINE_FILENAME),
                        ("{EXIT_REQUEUE}", str(EXIT_REQUEUE)), ("{EXIT_BAD_INPUT}", str(EXIT_BAD_INPUT))):
         text = text.replace(key, value)
     return text

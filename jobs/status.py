@@ -2,12 +2,12 @@
 
 Attempts come from the attempt ledger the batch script appends (why each attempt ended: preempted,
 time_limit, rank_crash, hang, node_failure, app_error, completed; the rank and node at fault; steps
-replayed), and from Slurm accounting (a requeued job keeps its id and gets one row per attempt);
+replayed; where each restart's seconds went), and from Slurm accounting (a requeued job keeps its id and gets one row per attempt);
 progress is the trainer's last logged step, which survives requeues because the log is appended.
 """
 from __future__ import annotations
 
-from effnet.core.ledger import attempts_table, last_error, read_attempts
+from effnet.core.ledger import attempts_table, last_error, read_attempts, restarts_table
 from effnet.core.runlog import RunLogError, read_log
 from jobs.monitor import experiment_from_cli, sacct_attempts
 
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         print(attempts_table(ledger))
         if (error := last_error(ledger)) is not None:
             print(f"last attempt ended on an application error: {error}")
+        if restarts := restarts_table(ledger):
+            print("restarts (seconds from each event to the next; total: signal, else step end, to the first step):")
+            print(restarts)
     print(progress(paths))
     return 0
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from effnet.core.exits import EXIT_REQUEUE
-from effnet.core.health import HealthFiles
+from effnet.core.health import TIMELINE_EVENTS, HealthFiles
 from effnet.core.runlog import is_train_step
 from tests.conftest import ROOT, run_cli
 from tests.runlogs import checkpoint_tensors, records, train_steps
@@ -66,6 +66,12 @@ def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int] | N
     [record] = HealthFiles(model_dir).stops()
     assert record["time"] >= started and (record["reason"], record["rank"], record["signal"]) == ("signal", 0, "SIGUSR2")
     assert (record["checkpoint"], record["global_step"]) == (stop[-1]["checkpoint"], stop[-1]["global_step"])
+    # Rank 0's restart timeline, in the order the attempt met its events (no first step when stopped before it).
+    timeline = json.loads(HealthFiles(model_dir).timeline.read_text())
+    events = [e for e in TIMELINE_EVENTS if e != "first_step" or step is not None]
+    assert list(timeline) == events
+    times = [timeline[e] for e in events]
+    assert times == sorted(times) and started - 1 <= times[0] and times[-1] <= record["time"] + 1
     return stop[-1]
 
 

@@ -17,6 +17,11 @@ on the host (with shell tools only, so they also work beside a Pyxis container).
                                            prefix written; null when the rank exited before the
                                            trainer listened, so nothing new was written);
                                            app_error: "error", "ExcType: message" on one line
+    <model_dir>/health/timeline.json       rank 0's restart timeline, one JSON object rewritten as it grows:
+                                           unix times of TIMELINE_EVENTS (process_start, trainer_start,
+                                           restored, first_step; signal and stop_record when a checkpoint
+                                           signal stops it); the batch script copies it into the
+                                           attempt's ledger line (effnet.core.ledger.restart_phases)
 
 The batch script empties `health/` before each attempt, so what it finds there after srun
 belongs to that attempt.
@@ -32,6 +37,11 @@ from typing import Literal, Mapping
 HEALTH_DIRNAME = "health"
 HEARTBEAT_PREFIX = "heartbeat.rank"
 STOP_PREFIX = "stop.rank"
+TIMELINE_FILENAME = "timeline.json"
+# In the order an attempt meets them: the rank's process starts; TensorFlow and Horovod are up and the
+# trainer is being built; the checkpoint is restored; the first step is done; a checkpoint signal
+# arrives (or rank 0 learns of it from the others); every record of the stop is written.
+TIMELINE_EVENTS = ("process_start", "trainer_start", "restored", "first_step", "signal", "stop_record")
 
 StopReason = Literal["signal", "completed", "app_error"]
 # Where launchers announce this process's rank (horovodrun / jobs.task, Open MPI, MPICH, PMIx, submitit's
@@ -55,6 +65,10 @@ class HealthFiles:
 
     def stop(self, rank: int) -> Path:
         return self.directory / f"{STOP_PREFIX}{rank}.json"
+
+    @property
+    def timeline(self) -> Path:
+        return self.directory / TIMELINE_FILENAME
 
     def stops(self) -> list[dict]:
         """Every rank's stop record of the current attempt."""

@@ -19,7 +19,11 @@ Each line, keys always present (null when unknown):
     exit_status        srun's exit status (null when the batch script itself was killed)
     action             "requeue" or "stop": what the batch script did next
     error              app_error: the rank's "ExcType: message" line
+    step_end           unix time (ms) when srun returned; null when the batch script was killed
+    timeline           rank 0's timeline of the attempt (effnet.core.health.TIMELINE_EVENTS), or null
     detail             how the cause was decided, in words
+
+`restart_phases` turns two consecutive lines into where a restart's seconds went.
 """
 from __future__ import annotations
 
@@ -92,3 +96,54 @@ def last_error(rows: list[dict]) -> str | None:
     if rows and rows[-1].get("cause") == "app_error":
         return rows[-1].get("error") or rows[-1].get("detail") or "(no error line recorded)"
     return None
+
+
+# (name, (line, key), (line, key)): a restart's phases, each from one timestamp to the next; "prev" is
+# the attempt that ended, "next" the one that resumed; step_end, start and end are the batch script's,
+# the rest rank 0's timeline.
+RESTART_PHASES = (
+    ("signal -> stop record", ("prev", "signal"), ("prev", "stop_record")),
+    ("stop record -> step end", ("prev", "stop_record"), ("prev", "step_end")),
+    ("step end -> job end", ("prev", "step_end"), ("prev", "end")),
+    ("job end -> next start", ("prev", "end"), ("next", "start")),
+    ("next start -> process", ("next", "start"), ("next", "process_start")),
+    ("process -> trainer", ("next", "process_start"), ("next", "trainer_start")),
+    ("trainer -> restored", ("next", "trainer_start"), ("next", "restored")),
+    ("restored -> first step", ("next", "restored"), ("next", "first_step")),
+)
+
+
+def _when(row: dict, key: str) -> float | None:
+    value = row.get(key) if key in ("start", "end", "step_end") else (row.get("timeline") or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def restart_phases(rows: list[dict]) -> list[dict]:
+    """One dict per requeue in `rows`: attempt, cause, each RESTART_PHASES' seconds (None where a time
+    is missing) and "total", from the signal (else the step's end) to the resumed attempt's first step."""
+    out = []
+    for prev, nxt in zip(rows, rows[1:]):
+        if prev.get("action") != "requeue" or prev.get("job_id") != nxt.get("job_id"):
+            continue
+        lines = {"prev": prev, "next": nxt}
+        phases = {"attempt": prev.get("attempt"), "cause": prev.get("cause")}
+        for name, (a_line, a_key), (b_line, b_key) in RESTART_PHASES:
+            a, b = _when(lines[a_line], a_key), _when(lines[b_line], b_key)
+            phases[name] = None if a is None or b is None else round(b - a, 1)
+        begin = _when(prev, "signal")
+        begin = begin if begin is not None else _when(prev, "step_end")
+        end = _when(nxt, "first_step")
+        phases["total"] = None if begin is None or end is None else round(end - begin, 1)
+        out.append(phases)
+    return out
+
+
+def restarts_table(rows: list[dict]) -> str:
+    """`restart_phases(rows)` as an aligned text table (seconds), or '' when there was no requeue."""
+    phases = restart_phases(rows)
+    if not phases:
+        return ""
+    columns = ["attempt", "cause", *(name for name, _, _ in RESTART_PHASES), "total"]
+    cells = [dict(zip(columns, columns)), *({c: _show(p[c]) for c in columns} for p in phases)]
+    widths = {c: max(len(cell[c]) for cell in cells) for c in columns}
+    return "\n".join("  ".join(cell[c].ljust(widths[c]) for c in columns).rstrip() for cell in cells)

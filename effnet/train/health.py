@@ -8,14 +8,16 @@ the heartbeat cannot change training numerics or the data order.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
-from effnet.core.health import HealthFiles, StopReason, heartbeat_line, stop_record
+from effnet.core.health import TIMELINE_EVENTS, HealthFiles, StopReason, heartbeat_line, stop_record
 from effnet.core.paths import write_atomically
 
 T = TypeVar("T")
@@ -38,6 +40,7 @@ class Heartbeat:
         self.interval_s = interval_s
         self.progress = 0
         self.global_step: int | None = None
+        self.timeline: dict[str, float] = {"process_start": process_start_time()}
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -47,6 +50,18 @@ class Heartbeat:
 
     def set_step(self, global_step: int) -> None:
         self.global_step = global_step
+
+    def mark(self, event: str, at: float | None = None) -> None:
+        """Note when `event` (one of TIMELINE_EVENTS) happened; rank 0 rewrites `health/timeline.json`."""
+        if event not in TIMELINE_EVENTS:
+            raise ValueError(f"unknown timeline event {event!r}")
+        self.timeline[event] = round(time.time() if at is None else at, 3)
+        if self.rank != 0:
+            return
+        try:
+            write_atomically(self.files.timeline, json.dumps(self.timeline) + "\n")
+        except OSError:
+            pass
 
     def counting(self, batches: Iterable[T]) -> Iterator[T]:
         """`batches` unchanged, advancing once per batch consumed (eval passes)."""
@@ -66,6 +81,7 @@ class Heartbeat:
         # A stop record from an earlier run in this model_dir (one not started by the batch script,
         # which empties health/) would speak for this run.
         self.files.stop(self.rank).unlink(missing_ok=True)
+        self.mark("trainer_start")
         self.beat()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-rank{self.rank}", daemon=True)
         self._thread.start()
@@ -83,6 +99,17 @@ class Heartbeat:
         self._thread.join()
         self._thread = None
         self.beat()
+
+
+def process_start_time() -> float:
+    """When this process started (Linux /proc), so the timeline counts interpreter start and imports too."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return round(time.time(), 3)
 
 
 def write_stop(heartbeat: Heartbeat, reason: StopReason, **extra) -> None:

@@ -113,6 +113,8 @@ class Trainer:
         return every_s > 0 and self.checkpoints.is_chief and time.monotonic() - self._last_save >= every_s
 
     def _checkpoint_and_exit(self, flag: PreemptionFlag) -> None:
+        # Rank 0's own signal time, else when it learned of another rank's.
+        self.heartbeat.mark("signal", flag.received_at)
         path = self._save()
         step = int(self.state.global_step.numpy())
         self.heartbeat.set_step(step)
@@ -123,6 +125,7 @@ class Trainer:
                    checkpoint=path or self.checkpoints.prefix(step))
         self.report.log((), {"comment": "checkpointed on signal, exiting for requeue", "checkpoint": path or "",
                              "exit_code": EXIT_REQUEUE, **self.state.as_dict()})
+        self.heartbeat.mark("stop_record")
         dist.barrier()
         raise Preempted()
 
@@ -161,6 +164,8 @@ class Trainer:
                 # A diverged run stays diverged: an application error, not something a requeue fixes.
                 raise FloatingPointError(f"training loss is {loss} at step {global_step}")
             self.heartbeat.advance()
+            if "first_step" not in self.heartbeat.timeline:
+                self.heartbeat.mark("first_step")  # after the loss reached the host: the step is done
             loss_sum += loss
             correct += float(batch_correct)
             seen += int(labels.shape[0])
@@ -199,6 +204,7 @@ class Trainer:
         # Listen before saying that training starts: a signal after the PARAMETER line is never lost.
         flag = PreemptionFlag(parse_signals(self.cfg.checkpoint_signals))
         restored = self.restore_or_init()
+        self.heartbeat.mark("restored")
         start = self.state.as_dict()
         self.heartbeat.set_step(start["global_step"])
         self.report.log("PARAMETER", {"resumed_from": restored or "", "steps_per_epoch": self.steps_per_epoch,

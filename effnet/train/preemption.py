@@ -8,6 +8,7 @@ any other non-zero status is a real failure.
 from __future__ import annotations
 
 import signal
+import time
 from typing import Iterable
 
 
@@ -16,11 +17,14 @@ class PreemptionFlag:
 
     def __init__(self, signals: Iterable[signal.Signals]) -> None:
         self.received: signal.Signals | None = None
+        self.received_at: float | None = None
         self._previous = {}
         for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received_at = time.time()
         self.received = signal.Signals(signum)
 
     @property
