@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from effnet.core.ledger import restart_phases
 from effnet.core.runlog import step_key
 from tests.runlogs import run_log, train_steps
 from tests.slurm_cluster import (ROOT, STAGES_STEPS, STAGES_TINY, assert_same_weights, attempts, experiment, heartbeats,
@@ -151,3 +152,7 @@ def test_a_preemption_storm_across_stages_resumes_bit_equal_outside_the_fault_bu
     assert train_steps(exp / "model") == STAGES_STEPS
     log = _batch_log(exp, job)
     assert "requeue 3 of 5" in log and "fault requeue" not in log
+    # No exit tail: the job step ends seconds after rank 0's stop record, not at the partition's
+    # GraceTime (20 s), when Slurm would SIGKILL a rank that lingers.
+    tails = [phase["stop record -> step end"] for phase in restart_phases(rows)]
+    assert len(tails) == 3 and all(0 <= tail <= 10 for tail in tails), restart_phases(rows)
