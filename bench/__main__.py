@@ -8,7 +8,7 @@ ratio against its same-run reference:
     P1  training step (ours, EMA and metrics)     vs Keras fit                  target >= 0.95
     P2  train input pipeline                      vs decode-only                target >= 0.6
     P3  inference throughput / p50 latency @1     vs Keras predict              target >= 1.0
-    P4  submit -> first step, preemption -> resumed step, steps lost (local Slurm)
+    P4  submit -> first step, preemption -> resumed step and its phases, steps lost (local Slurm, median of 3)
     P5  rank SIGKILL / SIGSTOP -> resumed step, steps replayed per fault (local Slurm)
     --  convergence: B0 on MNIST-5k, best top-1 and wall time   target >= 97% in 600 s
 

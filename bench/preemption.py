@@ -1,53 +1,84 @@
-"""P4: the launcher on the local Slurm cluster, measured on a real preempted job.
+"""P4: the launcher's restart cost on the local Slurm cluster, measured on real preempted jobs.
 
     python -m bench.preemption [--json F]        (needs `python -m tools.local_slurm up`)
 
-Submits the CPU smoke recipe (tiny B0 so a figure takes minutes) to 2 nodes x 2 ranks, preempts
-it with a job in the `high` partition once training runs, and reports:
+Submits the CPU smoke recipe (tiny B0 so a figure takes minutes) to 2 nodes x 2 ranks, preempts it
+three times with a job in the `high` partition once training runs, then submits it twice more to
+time the start alone. Reports medians of three:
 - seconds from `jobs.submit` to the first logged training step;
-- seconds from the preemption (the high job's submission) to the first step of the resumed run;
-- steps lost per preemption: logged steps after the checkpointed one (0 when the trainer
+- seconds from the preemption (the high job's submission) to the first step of the resumed run,
+  and where they went: each phase of `effnet.core.ledger.restart_phases`, from the attempt ledger;
+- steps lost per preemption (logged steps after the checkpointed one: 0 when the trainer
   checkpoints at the step boundary it stopped at), and steps logged twice.
 """
 from __future__ import annotations
 
+import statistics
 import subprocess
 import time
 from pathlib import Path
 
 from effnet.core.exits import EXIT_REQUEUE
+from effnet.core.ledger import RESTART_PHASES, ledger_for_model_dir, read_attempts, restart_phases
 from effnet.core.runlog import is_stop
 
 from .slurm_jobs import (TINY_MODEL, bench_main, job_finished, logged_steps, resumed_steps, run_log, submit_smoke,
                          wait_until, write_profile)
 
 STEPS_PER_EPOCH = 30
+PREEMPTIONS = 3
 OVERRIDES = [TINY_MODEL, "augmenter_name=none", "max_epochs=2", f"steps_per_epoch={STEPS_PER_EPOCH}"]
+
+
+def _first_step_after_submit(profile: Path, name: str, env: dict, cancel: bool) -> tuple[str, float]:
+    """Submit; return the job and the seconds to its first logged step (then cancel it if asked)."""
+    model_dir = profile.parent / name / "model"
+    start = time.time()
+    job = submit_smoke(profile, name, OVERRIDES, env)
+    first = wait_until("the first training step",
+                       lambda: logged_steps(run_log(model_dir).records, STEPS_PER_EPOCH))[0][0]
+    if cancel:
+        subprocess.run(["scancel", job], env=env, check=True)
+        wait_until("the cancelled job to leave", lambda: job_finished(job, env))
+    return job, first - start
+
+
+def _median(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def measure(work: Path, env: dict) -> dict:
     profile = write_profile(work)
     model_dir = work / "p4" / "model"
-    start = time.time()
-    job = submit_smoke(profile, "p4", OVERRIDES, env)
-    first = wait_until("the first training step",
-                       lambda: logged_steps(run_log(model_dir).records, STEPS_PER_EPOCH))[0][0]
-    wait_until("step 5", lambda: any(s >= 5 for _, s in logged_steps(run_log(model_dir).records, STEPS_PER_EPOCH)))
-    preempted = time.time()
-    subprocess.run(["sbatch", "--output=/dev/null", "-p", "high", "-N", "4", "--wrap", "sleep 5"], env=env,
-                   check=True, capture_output=True)
-    resumed_at = wait_until("the resumed run's first step", lambda: resumed_steps(model_dir, STEPS_PER_EPOCH))[0][0]
+    job, submit_s = _first_step_after_submit(profile, "p4", env, cancel=False)
+    resume_s = []
+    for n in range(1, PREEMPTIONS + 1):
+        reached = max(s for _, s in logged_steps(run_log(model_dir).records, STEPS_PER_EPOCH)) + 3
+        wait_until(f"step {reached}", lambda: any(s >= reached for _, s in logged_steps(
+            run_log(model_dir).records, STEPS_PER_EPOCH)))
+        preempted = time.time()
+        subprocess.run(["sbatch", "--output=/dev/null", "-p", "high", "-N", "4", "--wrap", "sleep 5"], env=env,
+                       check=True, capture_output=True)
+        resume_s.append(wait_until("the resumed run's first step",
+                                   lambda: resumed_steps(model_dir, STEPS_PER_EPOCH, n))[0][0] - preempted)
     wait_until("the job to finish", lambda: job_finished(job, env))
+    submits = [submit_s] + [_first_step_after_submit(profile, f"p4-start{i}", env, cancel=True)[1] for i in (1, 2)]
     run = run_log(model_dir)
-    stop_index = next(i for i, r in enumerate(run.records) if is_stop(r) and r["data"]["exit_code"] == EXIT_REQUEUE)
-    stop = run.records[stop_index]["data"]
-    before = [s for _, s in logged_steps(run.records[:stop_index], STEPS_PER_EPOCH)]
-    return {
-        "P4 seconds from submit to the first training step": first - start,
-        "P4 seconds from the preemption to the resumed step": resumed_at - preempted,
-        "P4 steps lost per preemption": max(before) - stop["global_step"],
+    stops = [i for i, r in enumerate(run.records) if is_stop(r) and r["data"]["exit_code"] == EXIT_REQUEUE]
+    lost = [max(s for _, s in logged_steps(run.records[:i], STEPS_PER_EPOCH)) - run.records[i]["data"]["global_step"]
+            for i in stops]
+    phases = restart_phases(read_attempts(ledger_for_model_dir(model_dir)))
+    figures = {
+        "P4 seconds from submit to the first training step": _median(submits),
+        "P4 seconds from the preemption to the resumed step": _median(resume_s),
+        "P4 steps lost per preemption": _median(lost),
         "P4 steps logged twice": len(run.superseded_steps()),
     }
+    for name, _, _ in RESTART_PHASES:
+        if (value := _median([p[name] for p in phases])) is not None:
+            figures[f"P4 restart phase: {name}"] = value
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
