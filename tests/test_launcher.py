@@ -162,6 +162,20 @@ def test_every_recipe_resolves_somewhere():
             resolve(recipe, profile, 1)
 
 
+def test_the_demo_trains_the_convergence_recipe_on_mnist_at_its_global_batch():
+    from bench.convergence import BATCHES
+    from jobs.recipes import MNIST_FLAGS
+
+    demo = resolve(get_recipe("demo"), load_profile("local"), 1, data_dir="runs/demo-data/")
+    assert demo.trainer_flags["data_dir"] == "runs/demo-data/mnist"
+    assert demo.global_batch == BATCHES["train_batch_size"] and demo.ranks == 2
+    assert {k: demo.trainer_flags[k] for k in MNIST_FLAGS if k != "max_epochs"} == {
+        k: v for k, v in MNIST_FLAGS.items() if k != "max_epochs"}
+    smoke = resolve(get_recipe("smoke"), load_profile("local"), 1, data_dir="runs/demo-data")
+    assert smoke.trainer_flags["data_dir"] == "runs/demo-data/photos"
+    assert resolve(get_recipe("b0_amp"), load_profile("dgxa100"), 1, data_dir="/data").trainer_flags["data_dir"] == "/data"
+
+
 def test_show_prints_the_resolved_recipe():
     proc = submit_cli("--cluster", "dgxa100", "--nodes", "2", "b4_amp_stages", "--show")
     assert proc.returncode == 0, proc.stderr
