@@ -162,7 +162,7 @@ effnet_end() {
   kill "$EFFNET_WATCHDOG" 2>/dev/null
   exec 3>&-
   wait "$EFFNET_WATCHDOG" "$EFFNET_TEE" 2>/dev/null
-  end=$(date +%s)
+  end=$(date +%s.%3N)
   effnet_classify "$1" "$end"
   case $cause in
     preempted | time_limit) budget=$EFFNET_MAX_REQUEUES ;;

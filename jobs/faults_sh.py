@@ -258,7 +258,7 @@ effnet_leftover() {
 }
 
 effnet_begin() {
-  EFFNET_START=$(date +%s)
+  EFFNET_START=$(date +%s.%3N)
   EFFNET_ATTEMPT=$((${SLURM_RESTART_COUNT:-0} + 1))
   EFFNET_RANKS=$((${SLURM_JOB_NUM_NODES:-1} * EFFNET_TASKS_PER_NODE))
   mkdir -p "$EFFNET_HEALTH" "$(dirname "$EFFNET_LEDGER")"

@@ -10,7 +10,7 @@ Each line, keys always present (null when unknown):
     job_id             the Slurm job id (a requeued job keeps it)
     attempt            SLURM_RESTART_COUNT + 1
     nodes              the attempt's SLURM_JOB_NODELIST
-    start, end         unix seconds
+    start, end         unix seconds (to the ms) when the batch script started and classified the attempt
     cause              one of CAUSES
     resumed_from_step  the checkpoint step the attempt started from (0: fresh)
     last_step          the highest global step any rank reported (heartbeats, stop records)
