@@ -84,11 +84,16 @@ def table_row(row: dict) -> dict:
     return {column: _show(value) for column, value in zip(COLUMNS, values)}
 
 
+def _aligned(columns: list[str] | tuple[str, ...], rows: list[dict]) -> str:
+    """`rows` (column -> text) under a header line of `columns`, each column padded to its widest cell."""
+    cells = [dict(zip(columns, columns)), *rows]
+    widths = {c: max(len(cell[c]) for cell in cells) for c in columns}
+    return "\n".join("  ".join(cell[c].ljust(widths[c]) for c in columns).rstrip() for cell in cells)
+
+
 def attempts_table(rows: list[dict]) -> str:
     """The ledger as an aligned text table, one line per attempt."""
-    cells = [dict(zip(COLUMNS, COLUMNS)), *(table_row(r) for r in rows)]
-    widths = {c: max(len(cell[c]) for cell in cells) for c in COLUMNS}
-    return "\n".join("  ".join(cell[c].ljust(widths[c]) for c in COLUMNS).rstrip() for cell in cells)
+    return _aligned(COLUMNS, [table_row(r) for r in rows])
 
 
 def last_error(rows: list[dict]) -> str | None:
@@ -144,6 +149,4 @@ def restarts_table(rows: list[dict]) -> str:
     if not phases:
         return ""
     columns = ["attempt", "cause", *(name for name, _, _ in RESTART_PHASES), "total"]
-    cells = [dict(zip(columns, columns)), *({c: _show(p[c]) for c in columns} for p in phases)]
-    widths = {c: max(len(cell[c]) for cell in cells) for c in columns}
-    return "\n".join("  ".join(cell[c].ljust(widths[c]) for c in columns).rstrip() for cell in cells)
+    return _aligned(columns, [{c: _show(p[c]) for c in columns} for p in phases])

@@ -122,7 +122,6 @@ class Checkpointer:
             raise ConfigError(f"--resume must: no readable checkpoint in {self.directory}{detail}")
         return None
 
-
     def _remove_cut_saves(self) -> None:
         """Delete what saves cut short (a SIGKILL mid-write) left: `ckpt-N_temp` directories. Only a
         training run's chief does this, before it saves, when no other process writes here."""
