@@ -9,6 +9,7 @@ flags. Needs root to start the cluster, like tests/test_slurm.py.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from effnet.core.health import HealthFiles
 from effnet.core.ledger import restart_phases
 from effnet.core.runlog import step_key
 from tests.runlogs import run_log, train_steps
@@ -138,12 +140,33 @@ def test_a_diverged_run_fails_after_one_attempt_with_its_error(slurm, profile):
     assert "not requeued" in _batch_log(exp, job)
 
 
+def _restarting(job: str, exp: Path, restarts: int, env: dict) -> None:
+    """Wait until attempt `restarts` + 1 of `job` runs and its ranks have started (rank 0's timeline)."""
+    timeline = HealthFiles(exp / "model").timeline
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        job_line = subprocess.run(["scontrol", "show", "job", "-o", job], env=env, capture_output=True,
+                                  text=True).stdout
+        try:
+            started = "stop_record" not in json.loads(timeline.read_text())
+        except (OSError, ValueError):
+            started = False
+        if f"Restarts={restarts} " in job_line and "JobState=RUNNING" in job_line and started:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"attempt {restarts + 1} of job {job} never started")
+
+
 def test_a_preemption_storm_across_stages_resumes_bit_equal_outside_the_fault_budget(slurm, profile, baseline):
     job, exp = _start(profile, "storm", slurm)
-    # Three preemptions: in stage 1, just inside stage 2, and later in stage 2.
-    for step in [(0, 4), (2, 2), (3, 2)]:
+    # Three preemptions: in stage 1, early in stage 2, and as the third attempt restarts. Slurm takes
+    # from one to over 20 s to act on a preempting job, so each comes where that still leaves it work
+    # to stop: a third one at a step late in stage 2 once found the run completed.
+    for step in [(0, 4), (2, 1)]:
         wait_for_step(exp / "model", step)
         wait_done(preempt_all_nodes(slurm), slurm)
+    _restarting(job, exp, 2, slurm)
+    wait_done(preempt_all_nodes(slurm), slurm)
     rows = _recovered(job, exp, baseline, slurm, ["preempted"] * 3 + ["completed"])
     resumed = [r["resumed_from_step"] for r in rows]
     assert resumed[0] == 0 and any(16 < s < 32 for s in resumed), resumed  # a resume inside stage 2
@@ -154,7 +177,7 @@ def test_a_preemption_storm_across_stages_resumes_bit_equal_outside_the_fault_bu
     assert "requeue 3 of 5" in log and "fault requeue" not in log
     # No exit tail: the job step ends seconds after rank 0's stop record, not at the partition's
     # GraceTime (20 s), when Slurm would SIGKILL a rank that lingers. (An attempt whose batch script
-    # Slurm killed at the GraceTime, as when the signal lands in an epoch's pipeline start, has no
+    # Slurm killed at the GraceTime, as when the signal lands while a loaded node traces a step, has no
     # step end to measure; the next attempt recorded it from its stop records.)
     tails = [phase["stop record -> step end"] for phase in restart_phases(rows)]
     measured = [tail for tail in tails if tail is not None]
