@@ -50,3 +50,12 @@ def baseline(slurm, profile) -> Path:
     proc = submit(profile, "--nodes", "2", "smoke_stages", "--name", "baseline", "--wait", *STAGES_TINY, env=slurm)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return experiment(profile, "baseline")
+
+@pytest.fixture(scope="session")
+def mnist(tmp_path_factory) -> Path:
+    """MNIST-5k from tools.demo_data, built once per session."""
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "tools.demo_data", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out / "mnist"

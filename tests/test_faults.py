@@ -166,8 +166,8 @@ def test_signal_stop_records_requeue_under_max_requeues(job, left, cause):
 
 
 def test_the_ledger_line_carries_rank_0s_timeline_and_when_srun_returned(job):
-    timeline = {"process_start": 100.5, "trainer_start": 110.0, "restored": 117.25, "first_step": 140.0,
-                "signal": 200.0, "stop_record": 200.5}
+    timeline = {"process_start": 100.5, "trainer_start": 110.0, "restored": 117.25, "first_batch": 121.0,
+                "first_step": 140.0, "signal": 200.0, "stop_record": 200.5}
     (job.prepared / "timeline.json").write_text(json.dumps(timeline) + "\n")
     for rank in range(4):
         job.stop(rank, "signal", 8, signal="SIGUSR2", checkpoint="ckpt-8")
@@ -189,15 +189,15 @@ def test_restart_phases_split_a_restart_from_the_signal_to_the_first_resumed_ste
                                               "first_step": 30, "signal": 200.0, "stop_record": 200.5}},
             {"job_id": "7", "attempt": 2, "start": 220, "end": 400, "step_end": 399.0, "cause": "rank_crash",
              "action": "requeue", "timeline": {"process_start": 221, "trainer_start": 230, "restored": 236,
-                                              "first_step": 250}},
+                                              "first_batch": 240, "first_step": 250}},
             {"job_id": "7", "attempt": 3, "start": 415, "end": 500, "step_end": None, "cause": "completed",
              "action": "stop", "timeline": None}]
     first, second = restart_phases(rows)
-    assert [first[name] for name, _, _ in RESTART_PHASES] == [0.5, 2.5, 2.0, 15.0, 1.0, 9.0, 6.0, 14.0]
+    assert [first[name] for name, _, _ in RESTART_PHASES] == [0.5, 2.5, 2.0, 15.0, 1.0, 9.0, 6.0, 4.0, 10.0]
     assert first["total"] == 50.0 and (first["attempt"], first["cause"]) == (1, "preempted")
     # A crash has no signal: its total runs from the step's end; the third attempt left no timeline.
     assert second["signal -> stop record"] is None and second["job end -> next start"] == 15.0
-    assert second["restored -> first step"] is None and second["total"] is None
+    assert second["restored -> first batch"] is None and second["total"] is None
     table = restarts_table(rows).splitlines()
     assert table[0].split()[:2] == ["attempt", "cause"] and table[1].split()[-1] == "50.0"
     assert restarts_table(rows[2:]) == ""
@@ -423,7 +423,8 @@ def test_status_prints_the_ledger_and_the_last_error(job):
              "fault_node": "node2", "action": "requeue", "step_end": 158.5},
             {"job_id": "77", "attempt": 2, "start": 200, "end": 230, "cause": "app_error", "action": "stop",
              "error": "ValueError: bad \"shape\"", "timeline": {"process_start": 201, "trainer_start": 209,
-                                                                "restored": 212, "first_step": 220.5}}]
+                                                                "restored": 212, "first_batch": 215,
+                                                                "first_step": 220.5}}]
     job.paths.attempts.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
     out = subprocess.run([sys.executable, "-m", "jobs.status", str(job.paths.root)], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
@@ -432,4 +433,4 @@ def test_status_prints_the_ledger_and_the_last_error(job):
     assert any(" hang " in line and "rank 3 on node2" in line and "requeue" in line for line in lines), out.stdout
     assert 'last attempt ended on an application error: ValueError: bad "shape"' in lines
     restarts = lines[lines.index(next(line for line in lines if line.startswith("restarts"))) + 2]
-    assert restarts.split() == ["1", "hang", "-", "-", "1.5", "40.0", "1.0", "8.0", "3.0", "8.5", "62.0"], lines
+    assert restarts.split() == ["1", "hang", "-", "-", "1.5", "40.0", "1.0", "8.0", "3.0", "3.0", "5.5", "62.0"], lines

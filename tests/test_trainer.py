@@ -24,13 +24,6 @@ TINY = ["--cfg", "b0", "--mparams", "width_coefficient=0.25,depth_coefficient=0.
         "--warmup_epochs", "0", "--seed", "1", "--log_steps", "1", "--notensorboard", "--noexport_savedmodel"]
 
 
-@pytest.fixture(scope="module")
-def mnist(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "tools.demo_data", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return out / "mnist"
 
 
 def train_args(data: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -115,8 +108,9 @@ def test_resume_is_exact_after_stops_in_both_resolution_stages_with_autoaugment(
     stage 2 from the same function as stage 1 (what a shape-relaxed retrace got wrong; 32 -> 48 px
     is a size pair where its kernels differ from an exact trace's in the last bits).
 
-    Each signal arrives while the process traces a new shape (its first step, or stage 2's), which
-    takes seconds, so each stop lands on a known step: 1, then 7 (stage 2's first), then 8."""
+    The first and last signals come as training starts, while the pipeline starts or the first step
+    traces: the process stops before its first step or just after it. The middle one comes after
+    stage 2's first step."""
     def args(model_dir):
         flags = train_args(mnist, model_dir, "--augmenter_name", "autoaugment", "--n_stages", "2",
                            "--base_img_size", "32", "--base_mixup", "0.1")
@@ -126,12 +120,49 @@ def test_resume_is_exact_after_stops_in_both_resolution_stages_with_autoaugment(
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     result = run_cli(*args(straight))
     assert result.returncode == 0, result.stderr[-3000:]
-    stops = [stop_when_logged(args(stopped), stopped, step)["global_step"] for step in (None, (0, 6), None)]
-    assert stops[0] < 6 < stops[1] < stops[2] < 12, stops     # two of the three resumes are inside stage 2
+    stops = [stop_when_logged(args(stopped), stopped, step)["global_step"] for step in (None, (1, 1), None)]
+    # Two of the three resumes are inside stage 2, the last one stopped again before or after one step.
+    assert stops[0] <= 1 and 7 < stops[1] <= stops[2] <= stops[1] + 1 < 12, stops
     resumed = run_cli(*args(stopped))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert train_steps(stopped) == [(e, s) for e in range(2) for s in range(1, 7)]
     assert_checkpoints_equal(straight, stopped)
+
+
+SIGNAL_AT_EPOCH_1 = """
+import os, signal, sys
+from effnet.cli import entrypoint
+from effnet.train.loop import Trainer
+
+batches = Trainer._batches
+
+def signalled(self, epoch):
+    if epoch == 1:  # as epoch 1's pipeline starts, after epoch 0's checkpoint
+        os.kill(os.getpid(), signal.SIGUSR2)
+    yield from batches(self, epoch)
+
+Trainer._batches = signalled
+entrypoint(sys.argv[1:])
+"""
+
+
+def test_a_signal_as_an_epochs_pipeline_starts_stops_before_its_first_step(mnist, tmp_path):
+    """An epoch's pipeline start and a new stage's first trace take seconds, tens of them on a loaded
+    node: longer than a partition's GraceTime. A signal then stops the run before the step, on the
+    epoch's own checkpoint, without writing another."""
+    model_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_EPOCH_1, *train_args(mnist, model_dir)], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == EXIT_REQUEUE, proc.stderr[-3000:]
+    assert train_steps(model_dir) == [(0, s) for s in range(1, 7)]
+    [stop] = [r["data"] for r in records(model_dir)
+              if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
+    assert (stop["global_step"], stop["epoch"], stop["step_in_epoch"]) == (6, 1, 0), stop
+    assert stop["checkpoint"].endswith("ckpt-6")
+    [record] = HealthFiles(model_dir).stops()
+    assert (record["reason"], record["checkpoint"], record["global_step"]) == ("signal", stop["checkpoint"], 6)
+    # One checkpoint of step 6 (the epoch's), not saved again over itself.
+    assert sorted(p.name for p in (model_dir / "checkpoints").glob("ckpt-*.index")) == ["ckpt-6.index"]
 
 
 def test_heartbeat_shows_progress_and_a_finished_run_says_completed(mnist, tmp_path):

@@ -19,8 +19,8 @@ on the host (with shell tools only, so they also work beside a Pyxis container).
                                            app_error: "error", "ExcType: message" on one line
     <model_dir>/health/timeline.json       rank 0's restart timeline, one JSON object rewritten as it grows:
                                            unix times of TIMELINE_EVENTS (process_start, trainer_start,
-                                           restored, first_step; signal and stop_record when a checkpoint
-                                           signal stops it); the batch script copies it into the
+                                           restored, first_batch, first_step; signal and stop_record
+                                           when a checkpoint signal stops it); the batch script copies it into the
                                            attempt's ledger line (effnet.core.ledger.restart_phases)
 
 The batch script empties `health/` before each attempt, so what it finds there after srun
@@ -41,7 +41,7 @@ TIMELINE_FILENAME = "timeline.json"
 # In the order an attempt meets them: the rank's process starts; TensorFlow and Horovod are up and the
 # trainer is being built; the checkpoint is restored; the first step is done; a checkpoint signal
 # arrives (or rank 0 learns of it from the others); every record of the stop is written.
-TIMELINE_EVENTS = ("process_start", "trainer_start", "restored", "first_step", "signal", "stop_record")
+TIMELINE_EVENTS = ("process_start", "trainer_start", "restored", "first_batch", "first_step", "signal", "stop_record")
 
 StopReason = Literal["signal", "completed", "app_error"]
 # Where launchers announce this process's rank (horovodrun / jobs.task, Open MPI, MPICH, PMIx, submitit's

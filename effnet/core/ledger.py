@@ -114,7 +114,8 @@ RESTART_PHASES = (
     ("next start -> process", ("next", "start"), ("next", "process_start")),
     ("process -> trainer", ("next", "process_start"), ("next", "trainer_start")),
     ("trainer -> restored", ("next", "trainer_start"), ("next", "restored")),
-    ("restored -> first step", ("next", "restored"), ("next", "first_step")),
+    ("restored -> first batch", ("next", "restored"), ("next", "first_batch")),
+    ("first batch -> first step", ("next", "first_batch"), ("next", "first_step")),
 )
 
 

@@ -30,7 +30,7 @@ from effnet.train.optimizer import build_optimizer, current_learning_rate
 from effnet.train.precision import policy_name
 from effnet.core.exits import EXIT_REQUEUE, parse_signals
 from effnet.train.preemption import PreemptionFlag
-from effnet.core.stages import StageSchedule
+from effnet.core.stages import Stage, StageSchedule
 from effnet.train.reporting import TrainReporter
 from effnet.train.step import StepConfig, TrainStep
 
@@ -50,6 +50,7 @@ class Trainer:
         # The CLI starts the heartbeat before building the trainer; without one, stop records are still written.
         self.heartbeat = heartbeat or Heartbeat(cfg.model_dir, dist.rank())
         self._last_save = time.monotonic()
+        self._saved_step: int | None = None  # the global step of the newest checkpoint, once known
         self.world = dist.size()
         self.data = open_data(cfg, model_cfg, train=True, eval=with_eval, rank=dist.rank(), world=self.world)
         self.report = TrainReporter(logger, cfg.model_dir, cfg.tensorboard, is_chief=dist.rank() == 0)
@@ -78,15 +79,20 @@ class Trainer:
         # Rank 0's state wins: fresh runs start identical, resumed ones stay identical.
         self.step.broadcast_initial_state()
         dist.broadcast_variables(list(self.state.variables) + (list(self.ema.variables) if self.ema else []))
+        if restored:
+            self._saved_step = int(self.state.global_step.numpy())
         return restored
 
     # ------------------------------------------------------------------ training
 
+    def _stage_augment(self, stage: Stage) -> StageAugment:
+        return StageAugment(self.cfg.augmenter_name, self.cfg.raug_num_layers, stage.raug_magnitude,
+                            stage.mixup_alpha, stage.cutmix_alpha)
+
     def _batches(self, epoch: int) -> Iterator[tuple[tf.Tensor, tf.Tensor, dict]]:
         """(images, labels, features) of the rest of `epoch`; deferred augmentation and mixing done here."""
         stage = self.schedule.at_epoch(epoch)
-        augment = StageAugment(self.cfg.augmenter_name, self.cfg.raug_num_layers, stage.raug_magnitude,
-                               stage.mixup_alpha, stage.cutmix_alpha)
+        augment = self._stage_augment(stage)
         start_step = int(self.state.step_in_epoch.numpy())
         start_record = int(self.state.next_record.numpy())
         dataset = self.data.train(epoch, stage.image_size, augment, self.world, start_step=start_step,
@@ -102,9 +108,11 @@ class Trainer:
 
     def _save(self) -> str | None:
         """Checkpoint the current step (rank 0 writes, no collective); a save is progress for the watchdog."""
-        path = self.checkpoints.save(int(self.state.global_step.numpy()))
+        step = int(self.state.global_step.numpy())
+        path = self.checkpoints.save(step)
         self.heartbeat.advance()
         self._last_save = time.monotonic()
+        self._saved_step = step
         return path
 
     def _periodic_save_due(self) -> bool:
@@ -112,18 +120,21 @@ class Trainer:
         every_s = self.cfg.checkpoint_every_min * 60
         return every_s > 0 and self.checkpoints.is_chief and time.monotonic() - self._last_save >= every_s
 
-    def _checkpoint_and_exit(self, flag: PreemptionFlag) -> None:
+    def _checkpoint_and_exit(self, flag: PreemptionFlag, progress) -> None:
+        if progress is not None:
+            progress.close()
         # Rank 0's own signal time, else when it learned of another rank's.
         self.heartbeat.mark("signal", flag.received_at)
-        path = self._save()
         step = int(self.state.global_step.numpy())
+        # Stopped before a step: the newest checkpoint (restored, or the epoch's) already holds this state.
+        checkpoint = (self._save() if step != self._saved_step else None) or self.checkpoints.prefix(step)
         self.heartbeat.set_step(step)
         # Every rank says why it stops (one that did not get the signal itself names none), and rank 0
         # logs it, before the barrier: the first rank to exit makes srun --kill-on-bad-exit end the
         # others, so no rank may exit before every record is written.
         write_stop(self.heartbeat, "signal", signal=flag.received.name if flag.received else None,
-                   checkpoint=path or self.checkpoints.prefix(step))
-        self.report.log((), {"comment": "checkpointed on signal, exiting for requeue", "checkpoint": path or "",
+                   checkpoint=checkpoint)
+        self.report.log((), {"comment": "checkpointed on signal, exiting for requeue", "checkpoint": checkpoint,
                              "exit_code": EXIT_REQUEUE, **self.state.as_dict()})
         self.heartbeat.mark("stop_record")
         dist.barrier()
@@ -149,7 +160,13 @@ class Trainer:
         segment_skipped_base = int(self.state.skipped_records.numpy())
         global_step = int(self.state.global_step.numpy())
         progress = self.report.progress_bar(self.steps_per_epoch, int(self.state.step_in_epoch.numpy()), epoch)
-        for images, labels, features in self._batches(epoch):
+        for index, (images, labels, features) in enumerate(self._batches(epoch)):
+            # Before the first step too: an epoch's pipeline start (and at a new stage the step's first
+            # trace) takes seconds, tens of them on a loaded node, longer than a scheduler's grace time.
+            if "first_batch" not in self.heartbeat.timeline:
+                self.heartbeat.mark("first_batch")
+            if index == 0 and self._preemption_requested(flag):
+                self._checkpoint_and_exit(flag, progress)
             loss, batch_correct = self.step(images, labels)
             if self.ema is not None:
                 self.ema.update()
@@ -180,9 +197,7 @@ class Trainer:
                 loss_sum, correct, seen, steps = 0.0, 0.0, 0, 0
                 interval_start = time.perf_counter()
             if self._preemption_requested(flag):
-                if progress is not None:
-                    progress.close()
-                self._checkpoint_and_exit(flag)
+                self._checkpoint_and_exit(flag, progress)
             if step_in_epoch < self.steps_per_epoch and self._periodic_save_due():
                 # Not at an epoch's last step, before its counters move on: fit's per-epoch save comes
                 # there, or else the next epoch's first step saves.
