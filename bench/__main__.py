@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): every figure against its reference, measured in the same run.
 
-    python -m bench [--quick] [--skip p1p3,p2,p4,p5,convergence] [--json runs/bench/latest.json]
+    python -m bench [--quick] [--skip p1p3,p2,p4,p5,p6,convergence] [--json runs/bench/latest.json]
 
 Each figure runs in its own process (a clean TensorFlow), writes JSON, and is summarised as a
 ratio against its same-run reference:
@@ -10,6 +10,7 @@ ratio against its same-run reference:
     P3  inference throughput / p50 latency @1     vs Keras predict              target >= 1.0
     P4  submit -> first step, preemption -> resumed step and its phases, steps lost (local Slurm, median of 3)
     P5  rank SIGKILL / SIGSTOP -> resumed step, steps replayed per fault (local Slurm)
+    P6  XLA step's compile vs its load from the persistent cache by a resumed attempt (B0, CPU)
     --  convergence: B0 on MNIST-5k, best top-1 and wall time   target >= 97% in 600 s
 
 The JSON names the machine the figures came from. --quick uses fewer steps and skips convergence.
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-FIGURES = ("p1p3", "p2", "p4", "p5", "convergence")
+FIGURES = ("p1p3", "p2", "p4", "p5", "p6", "convergence")
 
 
 def machine() -> dict:
@@ -62,7 +63,7 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
         for name, ratio in pipe["ratio_to_decode_only"].items():
             if name != "decode-only":
                 rows.append(("P2", f"{name} vs decode-only", f"{ratio:.2f}x", ">= 0.6" if name.startswith("train") else ""))
-    for name in ("p4", "p5"):
+    for name in ("p4", "p5", "p6"):
         figures = results.get(name, {})
         if "error" not in figures and figures:
             rows += [(name.upper(), k.removeprefix(f"{name.upper()} "), f"{v:.1f}", "") for k, v in figures.items()]
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "p2": ("bench.input_pipeline", ["--images", "256", "--seconds", "4" if args.quick else "8"]),
         "p4": ("bench.preemption", []),
         "p5": ("bench.faults", []),
+        "p6": ("bench.compile_cache", []),
         "convergence": ("bench.convergence", []),
     }
     results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -27,9 +27,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from effnet.core.exits import EXIT_REQUEUE
 from effnet.core.health import HealthFiles, launched_rank, stop_record
+from effnet.core.xla_cache import (XLA_FLAGS_VARIABLE, cache_dir, drop_incomplete, tensorflow_version,
+                                    with_cache_flag)
+
+if TYPE_CHECKING:
+    from effnet.core.config.train import TrainConfig
 
 RENDEZVOUS_TIMEOUT_S = 300
 PORT_BASE, PORT_SPAN = 20000, 30000
@@ -174,6 +180,21 @@ class ExitForRequeue:
             os.close(fd)
 
 
+def use_xla_cache(config: TrainConfig, rank: int) -> Path | None:
+    """With --use_xla, point TensorFlow at this rank's persistent XLA cache (effnet.core.xla_cache),
+    so that a requeued or resumed attempt loads the step it compiled before instead of compiling again.
+
+    Writes os.environ on purpose, like setup_horovod: TensorFlow's C++ core reads TF_XLA_FLAGS once,
+    from the process environment. This runs in the rank process before TensorFlow is imported."""
+    if not config.use_xla:
+        return None
+    directory = cache_dir(config.model_dir, rank, tensorflow_version())
+    for path in drop_incomplete(directory):
+        print(f"jobs.task: removed {path.name}, an XLA cache entry cut short", flush=True)
+    os.environ[XLA_FLAGS_VARIABLE] = with_cache_flag(os.environ.get(XLA_FLAGS_VARIABLE, ""), directory)
+    return directory
+
+
 def exit_now(status: int) -> None:
     """Exit without the interpreter's teardown: after a checkpoint signal every record is written and
     every rank has passed the trainer's barrier, and the teardown (Horovod's shutdown negotiation,
@@ -195,10 +216,12 @@ def run_rank(trainer_flags: dict, launch: str = "gloo") -> dict | None:
     server = setup_horovod(layout, launch)
     print(f"jobs.task: rank {layout.rank}/{layout.size} (local {layout.local_rank}, node {layout.node}/"
           f"{layout.num_nodes}) job {layout.job_id} attempt {layout.restart + 1}", flush=True)
+    config = TrainConfig.from_flags(**trainer_flags)
+    use_xla_cache(config, layout.rank)
     from effnet.cli import run
 
     try:
-        result = run(TrainConfig.from_flags(**trainer_flags))
+        result = run(config)
     except SystemExit as stop:
         if stop.code == EXIT_REQUEUE:
             exit_now(EXIT_REQUEUE)

@@ -113,6 +113,12 @@ class InputPipeline:
         assert self.train_set is not None
         return max(1, self.train_set.total_examples // (self.cfg.batch_size * world_size))
 
+    def step_inputs(self, image_size: int, stage: StageAugment) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+        """What the train step is given in a stage, augmentation and mixing done: images, labels."""
+        mixed = stage.mixup_alpha > 0 or stage.cutmix_alpha > 0
+        images = tf.TensorSpec([self.cfg.batch_size, image_size, image_size, 3], tf.float32 if mixed else tf.uint8)
+        return images, tf.TensorSpec([self.cfg.batch_size, self.cfg.num_classes], tf.float32)
+
     def train(self, epoch: int, image_size: int, stage: StageAugment, world_size: int,
               start_step: int = 0, start_record: int | None = None, steps: int | None = None) -> tf.data.Dataset:
         """The batches of epoch `epoch` after `start_step` completed steps: steps_per_epoch in all.

@@ -63,6 +63,8 @@ class Trainer:
         self.step = TrainStep(self.model, self.optimizer, StepConfig(
             cfg.label_smoothing, cfg.weight_decay, cfg.grad_accum_steps, cfg.use_xla))
         self.ema = ExponentialMovingAverage(self.model, cfg.moving_average_decay) if cfg.moving_average_decay else None
+        if cfg.use_xla:
+            self._trace_stages()
         self.state = TrainState()
         objects = {"model": self.model, "optimizer": self.optimizer, "state": self.state,
                    "rng": RngState(self.model)}
@@ -88,6 +90,16 @@ class Trainer:
     def _stage_augment(self, stage: Stage) -> StageAugment:
         return StageAugment(self.cfg.augmenter_name, self.cfg.raug_num_layers, stage.raug_magnitude,
                             stage.mixup_alpha, stage.cutmix_alpha)
+
+    def _trace_stages(self) -> None:
+        """Trace every stage's step now, in stage order, before anything else is traced.
+
+        The persistent XLA cache (`effnet.core.xla_cache`) keys a compiled step by its function's
+        name, which carries a process-wide trace counter. Traced here, the same in every attempt
+        (fresh, or resumed in any stage), each stage's step keeps its name and finds the executable
+        an earlier attempt compiled; a stage change compiles once per experiment."""
+        for stage in self.schedule.stages():
+            self.step.trace(*self.data.step_inputs(stage.image_size, self._stage_augment(stage)))
 
     def _batches(self, epoch: int) -> Iterator[tuple[tf.Tensor, tf.Tensor, dict]]:
         """(images, labels, features) of the rest of `epoch`; deferred augmentation and mixing done here."""

@@ -98,6 +98,10 @@ class TrainStep:
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return loss_sum / n, correct_sum
 
+    def trace(self, images: tf.TensorSpec, labels: tf.TensorSpec) -> None:
+        """Trace the update for one exact input now; the step that later gets that input reuses it."""
+        self._update.get_concrete_function(images, labels)
+
     def broadcast_initial_state(self, root_rank: int = 0) -> None:
         """Build the optimizer's slots, then make model and optimizer state equal to `root_rank`'s."""
         self.optimizer.build(self.model.trainable_variables)
