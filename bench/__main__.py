@@ -11,7 +11,7 @@ ratio against its same-run reference:
     P4  submit -> first step, preemption -> resumed step and its phases, steps lost (local Slurm, median of 3)
     P5  rank SIGKILL / SIGSTOP -> resumed step, steps replayed per fault (local Slurm)
     P6  XLA step's compile vs its load from the persistent cache by a resumed attempt (B0, CPU)
-    --  convergence: B0 on MNIST-5k, best top-1 and wall time   target >= 97% in 600 s
+    --  convergence: B0 on MNIST-5k over seeds 0-2, worst and median top-1   target >= 97%, >= 98%, 600 s each
 
 The JSON names the machine the figures came from. --quick uses fewer steps and skips convergence.
 """
@@ -69,8 +69,10 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
             rows += [(name.upper(), k.removeprefix(f"{name.upper()} "), f"{v:.1f}", "") for k, v in figures.items()]
     conv = results.get("convergence", {})
     if "error" not in conv and conv:
-        rows.append(("--", "convergence: B0 MNIST-5k best top-1, seconds",
-                     f"{100 * conv['best_top1']:.1f}%, {conv['seconds']:.0f} s", ">= 97% in 600 s"))
+        what = f"convergence: B0 MNIST-5k top-1 over {len(conv['runs'])} seeds: worst, median; slowest"
+        rows.append(("--", what,
+                     f"{100 * conv['worst_top1']:.1f}%, {100 * conv['median_top1']:.1f}%; {conv['max_seconds']:.0f} s",
+                     ">= 97%, >= 98%; <= 600 s"))
     for name, value in results.items():
         if isinstance(value, dict) and "error" in value:
             rows.append((name, "did not run", value["error"], ""))
