@@ -36,9 +36,9 @@ def _logged_since(model_dir: Path, known: int) -> list[dict]:
     return records(model_dir)[known:] if (model_dir / "log.json").exists() else []
 
 
-def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int] | None) -> dict:
-    """Train until this process logs `step` (None: its PARAMETER line, i.e. training starts), send
-    SIGUSR2, expect exit 75 and a `signal` stop record for the batch script; returns the logged stop."""
+def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int]) -> dict:
+    """Train until this process logs `step`, send SIGUSR2 from outside, expect exit 75 and a `signal`
+    stop record for the batch script; returns the logged stop."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     known = len(_logged_since(model_dir, 0))
     started = time.time()
@@ -47,14 +47,20 @@ def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int] | N
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         new = _logged_since(model_dir, known)
-        if (step in [tuple(r["step"]) for r in new if is_train_step(r)] if step else
-                any(r.get("step") == "PARAMETER" and "resumed_from" in r["data"] for r in new)):
+        if step in [tuple(r["step"]) for r in new if is_train_step(r)]:
             proc.send_signal(signal.SIGUSR2)
             break
         time.sleep(0.2)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == EXIT_REQUEUE, err[-3000:]
-    stop = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
+    return checked_stop(model_dir, started, stepped=True)
+
+
+def checked_stop(model_dir: Path, started: float, stepped: bool) -> dict:
+    """The logged stop of a process launched at `started` and stopped by SIGUSR2, after checking its
+    stop record and rank 0's timeline (`stepped`: it took a step before the signal)."""
+    stop = [r["data"] for r in records(model_dir)
+            if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
     assert stop[-1]["checkpoint"].endswith(f"ckpt-{stop[-1]['global_step']}")
     [record] = HealthFiles(model_dir).stops()
     assert record["time"] >= started and (record["reason"], record["rank"], record["signal"]) == ("signal", 0, "SIGUSR2")
@@ -63,11 +69,42 @@ def stop_when_logged(args: list[str], model_dir: Path, step: tuple[int, int] | N
     # step is still being traced) and the stop record, all between the launch and the stop record.
     timeline = json.loads(HealthFiles(model_dir).timeline.read_text())
     assert list(timeline) in (list(TIMELINE_EVENTS), [e for e in TIMELINE_EVENTS if e != "first_step"])
-    assert step is None or "first_step" in timeline
+    assert not stepped or "first_step" in timeline
     start = [timeline[e] for e in ("process_start", "trainer_start", "restored")]
     assert start == sorted(start) and start[-1] <= timeline["signal"] <= timeline["stop_record"]
     assert started - 1 <= start[0] and max(timeline.values()) <= record["time"] + 1
     return stop[-1]
+
+
+# `python -m effnet` that sends itself SIGUSR2 as the trainer draws batch `index` of epoch `epoch`
+# (argv[1]: [epoch, index]; counted from where the epoch resumes): a signal at a known point.
+SIGNAL_AT_BATCH = """
+import json, os, signal, sys
+from effnet.cli import entrypoint
+from effnet.train.loop import Trainer
+
+signal_at = json.loads(sys.argv[1])
+batches = Trainer._batches
+
+def signalled(self, epoch):
+    for index, batch in enumerate(batches(self, epoch)):
+        if [epoch, index] == signal_at:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        yield batch
+
+Trainer._batches = signalled
+entrypoint(sys.argv[2:])
+"""
+
+
+def stop_at_batch(args: list[str], model_dir: Path, epoch: int, index: int) -> dict:
+    """Train with SIGUSR2 sent as batch `index` of `epoch` is drawn: index 0 stops before the epoch's
+    first step (its pipeline start), any other after the step of that batch. Returns the logged stop."""
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_BATCH, json.dumps([epoch, index]), *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == EXIT_REQUEUE, proc.stderr[-3000:]
+    return checked_stop(model_dir, started, stepped=index > 0)
 
 
 def assert_checkpoints_equal(want_dir: Path, got_dir: Path) -> None:
@@ -108,9 +145,8 @@ def test_resume_is_exact_after_stops_in_both_resolution_stages_with_autoaugment(
     stage 2 from the same function as stage 1 (what a shape-relaxed retrace got wrong; 32 -> 48 px
     is a size pair where its kernels differ from an exact trace's in the last bits).
 
-    The first and last signals come as training starts, while the pipeline starts or the first step
-    traces: the process stops before its first step or just after it. The middle one comes after
-    stage 2's first step."""
+    Each signal comes at a known batch (6 steps an epoch), so the stops are steps 2, 8 and 10: the
+    last two resumes are inside stage 2, one of them in a process that traces stage 2 first."""
     def args(model_dir):
         flags = train_args(mnist, model_dir, "--augmenter_name", "autoaugment", "--n_stages", "2",
                            "--base_img_size", "32", "--base_mixup", "0.1")
@@ -120,30 +156,12 @@ def test_resume_is_exact_after_stops_in_both_resolution_stages_with_autoaugment(
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     result = run_cli(*args(straight))
     assert result.returncode == 0, result.stderr[-3000:]
-    stops = [stop_when_logged(args(stopped), stopped, step)["global_step"] for step in (None, (1, 1), None)]
-    # Two of the three resumes are inside stage 2, the last one stopped again before or after one step.
-    assert stops[0] <= 1 and 7 < stops[1] <= stops[2] <= stops[1] + 1 < 12, stops
+    stops = [stop_at_batch(args(stopped), stopped, *at)["global_step"] for at in ((0, 1), (1, 1), (1, 1))]
+    assert stops == [2, 8, 10], stops
     resumed = run_cli(*args(stopped))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert train_steps(stopped) == [(e, s) for e in range(2) for s in range(1, 7)]
     assert_checkpoints_equal(straight, stopped)
-
-
-SIGNAL_AT_EPOCH_1 = """
-import os, signal, sys
-from effnet.cli import entrypoint
-from effnet.train.loop import Trainer
-
-batches = Trainer._batches
-
-def signalled(self, epoch):
-    if epoch == 1:  # as epoch 1's pipeline starts, after epoch 0's checkpoint
-        os.kill(os.getpid(), signal.SIGUSR2)
-    yield from batches(self, epoch)
-
-Trainer._batches = signalled
-entrypoint(sys.argv[1:])
-"""
 
 
 def test_a_signal_as_an_epochs_pipeline_starts_stops_before_its_first_step(mnist, tmp_path):
@@ -151,16 +169,10 @@ def test_a_signal_as_an_epochs_pipeline_starts_stops_before_its_first_step(mnist
     node: longer than a partition's GraceTime. A signal then stops the run before the step, on the
     epoch's own checkpoint, without writing another."""
     model_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_EPOCH_1, *train_args(mnist, model_dir)], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert proc.returncode == EXIT_REQUEUE, proc.stderr[-3000:]
+    stop = stop_at_batch(train_args(mnist, model_dir), model_dir, 1, 0)  # checks the stop record too
     assert train_steps(model_dir) == [(0, s) for s in range(1, 7)]
-    [stop] = [r["data"] for r in records(model_dir)
-              if r["type"] == "LOG" and r["data"].get("exit_code") == EXIT_REQUEUE]
     assert (stop["global_step"], stop["epoch"], stop["step_in_epoch"]) == (6, 1, 0), stop
     assert stop["checkpoint"].endswith("ckpt-6")
-    [record] = HealthFiles(model_dir).stops()
-    assert (record["reason"], record["checkpoint"], record["global_step"]) == ("signal", stop["checkpoint"], 6)
     # One checkpoint of step 6 (the epoch's), not saved again over itself.
     assert sorted(p.name for p in (model_dir / "checkpoints").glob("ckpt-*.index")) == ["ckpt-6.index"]
 
