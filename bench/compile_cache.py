@@ -26,28 +26,6 @@ from . import report_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# One rank through jobs.task; SIGUSR2 sent to itself as the trainer draws batch `index` of epoch
-# `epoch` (argv[2]: [epoch, index], or null for never).
-RANK_SCRIPT = """
-import json, os, signal, sys
-import jobs.task as task
-from effnet.train.loop import Trainer
-
-signal_at = json.loads(sys.argv[2])
-batches = Trainer._batches
-
-def signalled(self, epoch):
-    for index, batch in enumerate(batches(self, epoch)):
-        if [epoch, index] == signal_at:
-            os.kill(os.getpid(), signal.SIGUSR2)
-        yield batch
-
-Trainer._batches = signalled
-task.current_layout = lambda: task.RankLayout(0, 1, 0, 1, 0, 1, ("localhost",), "1", 0)
-task.run_rank(json.loads(sys.argv[1]))
-"""
-
-
 TINY = "width_coefficient=0.25,depth_coefficient=0.25,num_classes=10"
 
 
@@ -61,10 +39,13 @@ def tiny_xla_flags(data: Path, model_dir: Path, mparams: str = TINY) -> dict:
 
 
 def run_rank(flags: dict, signal_at: tuple[int, int] | None) -> subprocess.CompletedProcess:
-    """Run one rank with `flags` (a TF_XLA_FLAGS of the caller's is not passed on)."""
+    """Run one rank with `flags` through jobs.task, signalled as it draws batch `signal_at` = (epoch,
+    index) (bench.signal_at_batch; None: never). A TF_XLA_FLAGS of the caller's is not passed on."""
     env = {k: v for k, v in os.environ.items() if k != "TF_XLA_FLAGS"}
-    return subprocess.run([sys.executable, "-c", RANK_SCRIPT, json.dumps(flags), json.dumps(signal_at)], cwd=ROOT,
-                          env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True, timeout=900)
+    epoch, index = signal_at or (-1, 0)
+    return subprocess.run([sys.executable, "-m", "bench.signal_at_batch", str(epoch), str(index), "rank",
+                           json.dumps(flags)], cwd=ROOT, env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                          capture_output=True, text=True, timeout=900)
 
 
 def cache_entries(model_dir: Path) -> dict[str, int]:

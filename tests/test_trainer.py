@@ -76,33 +76,13 @@ def checked_stop(model_dir: Path, started: float, stepped: bool) -> dict:
     return stop[-1]
 
 
-# `python -m effnet` that sends itself SIGUSR2 as the trainer draws batch `index` of epoch `epoch`
-# (argv[1]: [epoch, index]; counted from where the epoch resumes): a signal at a known point.
-SIGNAL_AT_BATCH = """
-import json, os, signal, sys
-from effnet.cli import entrypoint
-from effnet.train.loop import Trainer
-
-signal_at = json.loads(sys.argv[1])
-batches = Trainer._batches
-
-def signalled(self, epoch):
-    for index, batch in enumerate(batches(self, epoch)):
-        if [epoch, index] == signal_at:
-            os.kill(os.getpid(), signal.SIGUSR2)
-        yield batch
-
-Trainer._batches = signalled
-entrypoint(sys.argv[2:])
-"""
-
-
 def stop_at_batch(args: list[str], model_dir: Path, epoch: int, index: int) -> dict:
-    """Train with SIGUSR2 sent as batch `index` of `epoch` is drawn: index 0 stops before the epoch's
-    first step (its pipeline start), any other after the step of that batch. Returns the logged stop."""
+    """Train with SIGUSR2 sent as batch `index` of `epoch` is drawn (bench.signal_at_batch): index 0
+    stops before the epoch's first step (its pipeline start), any other after the step of that batch.
+    Returns the logged stop."""
     started = time.time()
-    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_BATCH, json.dumps([epoch, index]), *args], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    proc = subprocess.run([sys.executable, "-m", "bench.signal_at_batch", str(epoch), str(index), "cli", *args],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == EXIT_REQUEUE, proc.stderr[-3000:]
     return checked_stop(model_dir, started, stepped=index > 0)
 
