@@ -173,12 +173,13 @@ class Trainer:
         global_step = int(self.state.global_step.numpy())
         progress = self.report.progress_bar(self.steps_per_epoch, int(self.state.step_in_epoch.numpy()), epoch)
         for index, (images, labels, features) in enumerate(self._batches(epoch)):
-            # Before the first step too: an epoch's pipeline start (and at a new stage the step's first
-            # trace) takes seconds, tens of them on a loaded node, longer than a scheduler's grace time.
-            if "first_batch" not in self.heartbeat.timeline:
-                self.heartbeat.mark("first_batch")
-            if index == 0 and self._preemption_requested(flag):
-                self._checkpoint_and_exit(flag, progress)
+            if index == 0:
+                if "first_batch" not in self.heartbeat.timeline:
+                    self.heartbeat.mark("first_batch")
+                # Before the first step too: an epoch's pipeline start (and at a new stage the step's first
+                # trace) takes seconds, tens of them on a loaded node, longer than a scheduler's grace time.
+                if self._preemption_requested(flag):
+                    self._checkpoint_and_exit(flag, progress)
             loss, batch_correct = self.step(images, labels)
             if self.ema is not None:
                 self.ema.update()
