@@ -50,8 +50,9 @@ SMOKE_FLAGS = {
 
 
 # B0 on MNIST-5k at 48 px (tools.demo_data), one process at batch 32 or ranks adding up to 32: tuned in
-# bench.convergence over seeds 0-3 (its docstring says why each value), which trains 7 epochs. Per-rank BatchNorm
-# statistics: the cross-replica allreduce of every BN layer made a 2-rank CPU step ~10x slower.
+# bench.convergence (its docstring says why each value, and what it reaches over seeds 0-3), which trains
+# 7 epochs. Per-rank BatchNorm statistics: the cross-replica allreduce of every BN layer made a 2-rank CPU
+# step ~10x slower.
 MNIST_FLAGS = {
     "mode": "train_and_eval", "cfg": "b0",
     "mparams": "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0,sync_batch_norm=false",
