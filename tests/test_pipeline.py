@@ -103,6 +103,43 @@ def test_random_flip_flag_reaches_the_pipeline(shards):
     assert not open_data(cfg, model_cfg, True, False).cfg.random_flip
 
 
+def test_random_shift_translates_within_its_bound_and_fills_black():
+    """--random_shift moves the whole image by up to N pixels each way: no crop, no scale change."""
+    data = _jpeg(3, size=(32, 32))
+    whole = preprocess_train(data, 32, tf.constant([0, 5], tf.int64), 1.0, 0, flip=False).numpy()
+    padded = np.pad(whole, [(3, 3), (3, 3), (0, 0)])
+    seen = set()
+    for s in range(40):
+        image = preprocess_train(data, 32, tf.constant([s, 5], tf.int64), 1.0, 0, flip=False, max_shift=3).numpy()
+        again = preprocess_train(data, 32, tf.constant([s, 5], tf.int64), 1.0, 0, flip=False, max_shift=3).numpy()
+        np.testing.assert_array_equal(image, again)   # stateless
+        offsets = [(y, x) for y in range(7) for x in range(7) if np.array_equal(padded[y:y + 32, x:x + 32], image)]
+        assert offsets, f"seed {s}: not a shift of at most 3 pixels of the image"
+        seen.add(offsets[0])
+    assert len(seen) > 10 and {y for y, _ in seen} >= {0, 3, 6}  # both extremes and no shift all occur
+
+
+def test_random_shift_off_leaves_every_seed_s_crop_as_it_was():
+    data = _jpeg(4)
+    for s in range(4):
+        seed = tf.constant([s, 9], tf.int64)
+        np.testing.assert_array_equal(preprocess_train(data, 40, seed), preprocess_train(data, 40, seed, max_shift=0))
+
+
+def test_random_shift_flag_is_checked_and_reaches_the_pipeline(shards):
+    from effnet.core.config.model import ModelConfig
+    from effnet.core.config.train import TrainConfig
+    from effnet.core.errors import ConfigError
+    from effnet.data.splits import open_data
+
+    model_cfg = ModelConfig("t", 1.0, 1.0, 32, 0.2, num_classes=3)
+    assert open_data(TrainConfig(data_dir=str(shards)), model_cfg, True, False).cfg.random_shift == 0
+    cfg = TrainConfig.from_flags(data_dir=str(shards), random_shift="4")
+    assert open_data(cfg, model_cfg, True, False).cfg.random_shift == 4
+    with pytest.raises(ConfigError, match="--random_shift"):
+        TrainConfig.from_flags(data_dir=str(shards), random_shift="-1")
+
+
 def test_png_input_takes_the_full_decode_path():
     png = tf.io.encode_png(tf.zeros((30, 40, 3), tf.uint8) + 77)
     out = preprocess_eval(png, 16)

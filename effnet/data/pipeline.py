@@ -55,6 +55,7 @@ class PipelineConfig:
     min_crop_area: float = 0.05          # smallest train crop, as a fraction of the image area
     crop_padding: int = 32               # eval crop: image_size / (image_size + crop_padding) of the short side
     random_flip: bool = True             # random left-right flip of training images
+    random_shift: int = 0                # largest random shift of training images, in pixels (0: none)
 
 
 def _options(threads: int, deterministic: bool) -> tf.data.Options:
@@ -146,7 +147,7 @@ class InputPipeline:
         def decode(index, record):
             image_bytes, label = record
             image = preprocess_train(image_bytes, image_size, example_seed(cfg.seed, cfg.rank, epoch, index),
-                                     cfg.min_crop_area, cfg.crop_padding, cfg.random_flip)
+                                     cfg.min_crop_area, cfg.crop_padding, cfg.random_flip, cfg.random_shift)
             tf.debugging.assert_less(label, cfg.num_classes, message="label out of range")
             tf.debugging.assert_non_negative(label, message="label out of range")
             return {"image": image, "index": index, "label": label}

@@ -76,15 +76,29 @@ def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
+def random_shift(image: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
+    """`image` moved by up to `max_shift` pixels along each axis, the uncovered border black."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    padded = tf.pad(image, [[max_shift, max_shift], [max_shift, max_shift], [0, 0]])
+    offset = tf.random.stateless_uniform([2], seed, maxval=2 * max_shift + 1, dtype=tf.int32)
+    shifted = tf.slice(padded, tf.stack([offset[0], offset[1], 0]), tf.stack([height, width, -1]))
+    return tf.ensure_shape(shifted, image.shape)
+
+
 def preprocess_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tensor, min_area: float = AREA_RANGE[0],
-                     crop_padding: int = CROP_PADDING, flip: bool = True) -> tf.Tensor:
-    """Random crop, random flip (unless `flip` is False), resize: uint8 [image_size, image_size, 3]."""
+                     crop_padding: int = CROP_PADDING, flip: bool = True, max_shift: int = 0) -> tf.Tensor:
+    """Random crop, random flip (unless `flip` is False), resize, then a random shift of up to
+    `max_shift` pixels: uint8 [image_size, image_size, 3]."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     window = random_window(image_shape(image_bytes), image_size, crop_seed, min_area, crop_padding)
     image = decode_crop(image_bytes, window)
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return tf.cast(tf.round(resize(image, image_size)), tf.uint8)
+    image = tf.cast(tf.round(resize(image, image_size)), tf.uint8)
+    if max_shift > 0:
+        # Its own seed, folded from the example's, leaves the crop and flip of every existing seed as they were.
+        image = random_shift(image, max_shift, tf.random.experimental.stateless_fold_in(seed, 2))
+    return image
 
 
 def preprocess_eval(image_bytes: tf.Tensor, image_size: int, crop_padding: int = CROP_PADDING) -> tf.Tensor:

@@ -28,4 +28,5 @@ def open_data(cfg: TrainConfig, model_cfg: ModelConfig, train: bool, eval: bool,
     return InputPipeline(train_set, eval_set, PipelineConfig(
         batch_size=cfg.train_batch_size * cfg.grad_accum_steps, num_classes=model_cfg.num_classes,
         seed=cfg.seed or 0, rank=rank, threads=cfg.data_threads, defer_img_mixing=cfg.defer_img_mixing,
-        min_crop_area=cfg.min_crop_area, crop_padding=cfg.crop_padding, random_flip=cfg.random_flip))
+        min_crop_area=cfg.min_crop_area, crop_padding=cfg.crop_padding, random_flip=cfg.random_flip,
+        random_shift=cfg.random_shift))

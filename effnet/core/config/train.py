@@ -56,6 +56,8 @@ class TrainConfig:
     crop_padding: int = _f(32, "eval/predict center crop: image_size/(image_size+crop_padding) of the short side")
     random_flip: bool = _f(True, "flip training images left-right at random (off for digits, text and other "
                                  "classes that mirroring changes)")
+    random_shift: int = _f(0, "shift training images by up to N pixels along each axis, at the training size, "
+                              "filling with black (0 = off): translation without the crop's change of scale")
     # stage-wise training
     n_stages: int = _f(1, "progressive-resolution stages from base_img_size to train_img_size")
     base_img_size: int = _f(128, "image size of the first stage")
@@ -137,6 +139,8 @@ class TrainConfig:
             raise ConfigError("--nesterov needs --optimizer momentum")
         if not 0 < self.min_crop_area <= 1:
             raise ConfigError(f"--min_crop_area must be in (0, 1], got {self.min_crop_area}")
+        if not 0 <= self.random_shift < min(self.train_img_size, self.base_img_size):
+            raise ConfigError(f"--random_shift must be in [0, image size), got {self.random_shift}")
         if self.moving_average_decay >= 1:
             raise ConfigError(f"--moving_average_decay must be in [0, 1), got {self.moving_average_decay}")
         if self.n_stages > self.max_epochs:
