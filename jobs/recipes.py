@@ -58,8 +58,8 @@ MNIST_FLAGS = {
     "mparams": "num_classes=10,bn_momentum=0.9,dropout_rate=0,drop_connect_rate=0,sync_batch_norm=false",
     "train_img_size": 48, "eval_img_size": 48, "optimizer": "rmsprop", "lr_init": 0.004, "warmup_epochs": 1,
     "lr_decay": "cosine", "label_smoothing": 0.0, "augmenter_name": "none", "min_crop_area": 1.0, "crop_padding": 0,
-    "random_flip": False, "random_shift": 4, "moving_average_decay": 0.995, "num_epochs_between_eval": 2, "log_steps": 70,
-    "export_savedmodel": False, "tensorboard": False, "max_epochs": 10,
+    "random_flip": False, "random_shift": 4, "moving_average_decay": 0.995, "num_epochs_between_eval": 2,
+    "log_steps": 70, "export_savedmodel": False, "tensorboard": False, "max_epochs": 10,
 }
 
 

@@ -119,11 +119,14 @@ def test_random_shift_translates_within_its_bound_and_fills_black():
     assert len(seen) > 10 and {y for y, _ in seen} >= {0, 3, 6}  # both extremes and no shift all occur
 
 
-def test_random_shift_off_leaves_every_seed_s_crop_as_it_was():
+def test_random_shift_keeps_each_seed_s_crop_and_flip():
+    """Turning the shift on moves a seed's cropped and flipped image; it does not draw another crop or flip."""
     data = _jpeg(4)
-    for s in range(4):
+    for s in range(6):
         seed = tf.constant([s, 9], tf.int64)
-        np.testing.assert_array_equal(preprocess_train(data, 40, seed), preprocess_train(data, 40, seed, max_shift=0))
+        padded = np.pad(preprocess_train(data, 40, seed).numpy(), [(2, 2), (2, 2), (0, 0)])
+        shifted = preprocess_train(data, 40, seed, max_shift=2).numpy()
+        assert any(np.array_equal(padded[y:y + 40, x:x + 40], shifted) for y in range(5) for x in range(5)), s
 
 
 def test_random_shift_flag_is_checked_and_reaches_the_pipeline(shards):
