@@ -1,4 +1,5 @@
-"""Horovod smoke test: 2 CPU ranks over Gloo, Keras 3 variables broadcast and allreduced."""
+"""Horovod smoke test: 2 CPU ranks over Gloo, Keras 3 variables broadcast and allreduced; and the one
+build's two controllers, Gloo and MPI, each proven by the probe (tools.hvd_probe)."""
 from __future__ import annotations
 
 import json
@@ -31,6 +32,56 @@ def test_build_has_tensorflow_ops_and_gloo():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "gloo=True" in out.stdout
+
+
+# Open MPI is what `make setup` builds Horovod's MPI controller against; without it the build is Gloo-only.
+NO_MPI = None if shutil.which("mpicxx") and shutil.which("mpirun") else (
+    "Open MPI is not installed (as root, make setup installs Debian's openmpi-bin and libopenmpi-dev): "
+    "horovod is built with Gloo only")
+# Open MPI over TCP on loopback: ranks of this one host, whatever node they pose as.
+MPI_TCP = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,tcp", "OMPI_MCA_btl_tcp_if_include": "lo"}
+
+
+def probe_records(stdout: str) -> dict[int, dict]:
+    """Rank -> the `HVD_PROBE` record it printed (tools.hvd_probe)."""
+    records = [json.loads(line.split("HVD_PROBE ", 1)[1]) for line in stdout.splitlines() if "HVD_PROBE " in line]
+    return {r["rank"]: r for r in records}
+
+
+@pytest.mark.skipif(NO_MPI is not None, reason=NO_MPI or "")
+def test_build_has_mpi_beside_gloo():
+    out = subprocess.run([sys.executable, "-m", "tools.check_horovod", "0.28.1", "--mpi"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "gloo=True, mpi=True" in out.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(NO_MPI is not None, reason=NO_MPI or "")
+def test_probe_over_mpi_with_the_same_build():
+    """mpirun starts 2 ranks and names the MPI controller: ranks from MPI, a correct allreduce."""
+    env = {**os.environ, **MPI_TCP, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT),
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    proc = subprocess.run(["mpirun", "--oversubscribe", "-np", "2", "-x", "HOROVOD_CONTROLLER=mpi",
+                           "-x", "HOROVOD_CPU_OPERATIONS=mpi", sys.executable, "-m", "tools.hvd_probe"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = probe_records(proc.stdout)
+    assert sorted(records) == [0, 1]
+    for rank, r in records.items():
+        assert (r["mpi"], r["gloo"], r["size"], r["sum"]) == (True, False, 2, 1.0)
+        assert r["ompi_rank"] == str(rank)
+
+
+def test_probe_over_gloo_with_the_same_build():
+    """horovodrun --gloo names Gloo: with MPI built in too, the ranks still rendezvous over Gloo."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([horovodrun(), "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, "-m",
+                           "tools.hvd_probe"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = probe_records(proc.stdout)
+    assert sorted(records) == [0, 1]
+    for r in records.values():
+        assert (r["mpi"], r["gloo"], r["size"], r["sum"]) == (False, True, 2, 1.0)
 
 
 _RESULTS: dict = {}
