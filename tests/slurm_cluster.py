@@ -19,8 +19,8 @@ import pytest
 from effnet.core.health import HealthFiles
 from effnet.core.ledger import read_attempts
 from tests.runlogs import checkpoint_tensors, train_steps
-from tools.local_slurm import DEFAULT_DIR
-from tools.slurm_conf import Layout
+from tools.local_slurm.cluster import DEFAULT_DIR
+from tools.local_slurm.slurm_conf import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = DEFAULT_DIR

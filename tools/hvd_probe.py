@@ -40,13 +40,15 @@ def probe(launch: str, marker: Path | None) -> dict:
     if launch != "launcher":
         from jobs.task import current_layout, setup_horovod
 
-        server = setup_horovod(current_layout(), launch)  # noqa: F841 (rank 0 serves Gloo's rendezvous)
+        server = setup_horovod(current_layout(), launch)  # rank 0 serves Gloo's rendezvous
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
     hvd.init()
     total = float(hvd.allreduce(tf.constant(float(hvd.rank())), op=hvd.Sum, name="probe_sum").numpy())
     size = hvd.size()
+    if server is not None:
+        server.shutdown()  # every rank has rendezvoused: the allreduce is done
     return {
         "rank": hvd.rank(), "size": size, "local_rank": hvd.local_rank(),
         "mpi": bool(hvd.mpi_enabled()), "gloo": bool(hvd.gloo_enabled()),
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="who sets Horovod up: the launcher (horovodrun, mpirun), or jobs.task's gloo or pmix")
     parser.add_argument("--marker", type=Path, help="a file whose text to report (null when it is not there)")
     args = parser.parse_args(argv)
+    if args.launch != "launcher":
+        os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # as jobs.task's entry point: srun started this rank
     record = probe(args.launch, args.marker)
     print("HVD_PROBE " + json.dumps(record), flush=True)
     return 0 if record["sum"] == record["expected_sum"] else 1

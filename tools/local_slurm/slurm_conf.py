@@ -46,6 +46,18 @@ class Layout:
         return self.dir / "etc" / "slurmdbd.conf"
 
     @property
+    def plugstack(self) -> Path:
+        return self.dir / "etc" / "plugstack.conf"
+
+    @property
+    def mpi_conf(self) -> Path:
+        return self.dir / "etc" / "mpi.conf"  # Slurm reads it beside slurm.conf
+
+    @property
+    def image(self) -> Path:
+        return self.dir / "images" / "effnet-local.sqsh"
+
+    @property
     def state_file(self) -> Path:
         return self.dir / "state.json"
 
@@ -73,9 +85,12 @@ def _host() -> str:
     return socket.gethostname().split(".")[0]
 
 
-def slurm_conf(layout: Layout) -> str:
+def slurm_conf(layout: Layout, pyxis: bool = False) -> str:
+    """With `pyxis`, PlugStackConfig names our plugstack.conf by its absolute path: a client that reads this
+    file through the /etc/slurm/slurm.conf link would otherwise read Debian's /etc/slurm/plugstack.conf."""
     d, ports = layout.dir, layout.ports
     first = SLURMD_PORT_BASE + 1
+    plugstack = f"PlugStackConfig={layout.plugstack}\n" if pyxis else ""
     return f"""# written by {PROG}; do not edit
 ClusterName=effnetlocal
 SlurmctldHost={_host()}
@@ -112,7 +127,7 @@ SlurmdPidFile={d}/run/slurmd-%n.pidfile
 SlurmctldLogFile={d}/log/slurmctld.log
 SlurmdLogFile={d}/log/slurmd-%n.log
 SlurmdParameters=config_overrides
-NodeName=node[1-{layout.nodes}] NodeHostname={_host()} NodeAddr=127.0.0.1 \
+{plugstack}NodeName=node[1-{layout.nodes}] NodeHostname={_host()} NodeAddr=127.0.0.1 \
 Port=[{first}-{first + layout.nodes - 1}] CPUs={layout.cpus} RealMemory={layout.mem_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE \
 GraceTime={GRACE_TIME_S}

@@ -1,14 +1,22 @@
 """A real Slurm 22.05 cluster on this one machine, for the launcher's tests and for trying things.
 
-    python -m tools.local_slurm up [--dir DIR] [--nodes 4] [--cpus 2] [--mem-mb 4000]
+    python -m tools.local_slurm up [--dir DIR] [--nodes 4] [--cpus 2] [--mem-mb 4000] [--vendor DIR]
     python -m tools.local_slurm down [--dir DIR] [--purge]
     python -m tools.local_slurm status [--dir DIR] [--json]
+    python -m tools.local_slurm image [--dir DIR]
 
 `up` (as root) installs the Debian packages if they are missing, then starts munge, a private
 MariaDB with slurmdbd (submitit reads job states through sacct), slurmctld and N slurmd daemons
 that pose as nodes node1..nodeN. Partitions: `debug` (default, preemptable: PreemptMode=REQUEUE,
 GraceTime=20 s) and `high` (PriorityTier 10, preempts debug). Requeued jobs restart within
 seconds (cred_expire=10, KillWait=5). It is idempotent: what already runs is left alone.
+
+Every slurmd runs in a mount namespace of its own, so that `srun --mpi=pmix` works across the
+nodes of this one host. Where the vendored enroot and pyxis sources are found (`--vendor`, by
+default ../shared/vendor beside the checkout), `up` also builds and enables Pyxis
+(tools.local_slurm.pyxis) and writes the containers' image (tools.local_slurm.image); a slurmd
+started before that setup, or outside its namespace, is restarted. Without the sources the
+cluster runs without containers, and `up` says so.
 
 `up` also restores a node that was killed (the fault tests kill a slurmd to lose a node): it
 restarts every slurmd that is not running and resumes nodes left DOWN or DRAINED.
@@ -27,148 +35,22 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import pyxis
+from .daemons import (Cluster, ClusterError, port_open, succeeds, install_packages, installed_package, say,
+                      start_daemon, stop_daemon, wait_until, write_if_changed)
+from .image import build_image
+from .pyxis import PyxisError
 from .slurm_conf import DB_NAME, DB_PASS, DB_USER, PROG, Layout, slurm_conf, slurmdbd_conf
 
 # The one place that names the default cluster directory; tests import it, benches ask `status --json`.
 DEFAULT_DIR = Path("/tmp/effnet-local-slurm")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
-PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server")
-
-
-class ClusterError(RuntimeError):
-    pass
-
-
-def say(text: str) -> None:
-    print(f"local_slurm: {text}", flush=True)
-
-
-# ------------------------------------------------------------------ processes and the state file
-
-
-def _proc_fields(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: [0] the state, [19] the start time in clock ticks."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _alive(daemon: dict) -> bool:
-    """Running, not a zombie (PID 1 here reaps orphans slowly), and still the process `up` started:
-    the recorded start time guards against a reused PID."""
-    fields = _proc_fields(daemon["pid"])
-    return len(fields) > 19 and fields[0] != "Z" and int(fields[19]) == daemon["start_ticks"]
-
-
-@dataclass
-class Cluster:
-    """A layout and the daemons `up` started for it: exactly what DIR/state.json records, so `down`
-    and `status` act on what runs, not on what their own flags would describe."""
-
-    layout: Layout
-    daemons: dict[str, dict] = field(default_factory=dict)  # name -> {"pid", "start_ticks"}, in start order
-
-    @classmethod
-    def load(cls, directory: Path) -> "Cluster | None":
-        try:
-            state = json.loads(Layout(directory).state_file.read_text())
-        except FileNotFoundError:
-            return None
-        return cls(Layout(Path(state["dir"]), state["nodes"], state["cpus"], state["mem_mb"]), state["daemons"])
-
-    def to_json(self) -> dict:
-        lay = self.layout
-        return {"dir": str(lay.dir), "conf": str(lay.conf), "nodes": lay.nodes, "cpus": lay.cpus,
-                "mem_mb": lay.mem_mb, "ports": lay.ports, "daemons": self.daemons}
-
-    def save(self) -> None:
-        """Atomic, and after every start and stop: an interrupted `up` still tells `down` what to stop."""
-        write_if_changed(self.layout.state_file, json.dumps(self.to_json(), indent=2) + "\n")
-
-    def running(self, name: str) -> bool:
-        return name in self.daemons and _alive(self.daemons[name])
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self.layout.conf)}
-
-
-def start_daemon(cluster: Cluster, name: str, argv: list[str]) -> None:
-    if cluster.running(name):
-        say(f"{name} already running (pid {cluster.daemons[name]['pid']})")
-        return
-    with open(cluster.layout.log(name), "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=cluster.env())
-    cluster.daemons[name] = {"pid": proc.pid, "start_ticks": int(_proc_fields(proc.pid)[19])}
-    cluster.save()
-    say(f"started {name} (pid {proc.pid})")
-
-
-def stop_daemon(cluster: Cluster, name: str) -> None:
-    if cluster.running(name):
-        pid = cluster.daemons[name]["pid"]
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while cluster.running(name) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if cluster.running(name):
-            os.kill(pid, signal.SIGKILL)
-        say(f"stopped {name} (pid {pid})")
-    cluster.daemons.pop(name, None)
-    cluster.save()
-
-
-def wait_until(what: str, check, timeout_s: float, cluster: Cluster) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}; "
-                               f"logs in {cluster.layout.dir / 'log'}")
-        time.sleep(0.2)
-
-
-def _ok(argv: list[str], cluster: Cluster) -> bool:
-    return subprocess.run(argv, env=cluster.env(), capture_output=True, text=True).returncode == 0
-
-
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-# ------------------------------------------------------------------ install and configuration
-
-
-def install_packages() -> None:
-    missing = [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
-    if not missing:
-        return
-    say(f"installing {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-
-
-def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
-    if path.is_file() and path.read_text() == text:
-        return False
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
-    return True
+PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server", pyxis.PMIX_PACKAGE)
 
 
 def link_system_conf(layout: Layout) -> None:
@@ -191,7 +73,7 @@ def unlink_system_conf(layout: Layout) -> None:
 
 
 def start_munge(cluster: Cluster) -> None:
-    if _ok(["sh", "-c", "munge -n | unmunge"], cluster):
+    if succeeds(["sh", "-c", "munge -n | unmunge"], cluster):
         return  # a munged already answers on the default socket: share it (slurmdbd needs the default one)
     key = Path("/etc/munge/munge.key")
     if not key.is_file():
@@ -204,7 +86,7 @@ def start_munge(cluster: Cluster) -> None:
     run_dir.chmod(0o755)
     start_daemon(cluster, "munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
                                      "/usr/sbin/munged", "-F"])
-    wait_until("munged", lambda: _ok(["sh", "-c", "munge -n | unmunge"], cluster), 20, cluster)
+    wait_until("munged", lambda: succeeds(["sh", "-c", "munge -n | unmunge"], cluster), 20, cluster)
 
 
 def start_database(cluster: Cluster) -> None:
@@ -219,14 +101,14 @@ def start_database(cluster: Cluster) -> None:
         f"--port={ports['mariadb']}", "--bind-address=127.0.0.1", f"--pid-file={run / 'mariadb.pidfile'}",
         f"--log-error={layout.dir / 'log' / 'mariadb.err'}", "--skip-log-bin", "--innodb-buffer-pool-size=64M"])
     sql = ["mariadb", f"--socket={layout.db_socket}"]
-    wait_until("mariadb", lambda: _ok([*sql, "-e", "select 1"], cluster), 60, cluster)
+    wait_until("mariadb", lambda: succeeds([*sql, "-e", "select 1"], cluster), 60, cluster)
     grant = (f"CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}'; "
              f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1'; FLUSH PRIVILEGES;")
     subprocess.run([*sql, "-e", grant], check=True)
     write_if_changed(layout.dbd_conf, slurmdbd_conf(layout), 0o600)
     # slurmdbd has no -f: it reads slurmdbd.conf next to $SLURM_CONF.
     start_daemon(cluster, "slurmdbd", ["/usr/sbin/slurmdbd", "-D"])
-    wait_until(f"slurmdbd on port {ports['slurmdbd']}", lambda: _port_open(ports["slurmdbd"]), 120, cluster)
+    wait_until(f"slurmdbd on port {ports['slurmdbd']}", lambda: port_open(ports["slurmdbd"]), 120, cluster)
 
 
 def _nodes_ready(cluster: Cluster) -> bool:
@@ -243,7 +125,7 @@ def resume_nodes(cluster: Cluster) -> None:
     for name, state in dict(line.split() for line in out.stdout.splitlines() if len(line.split()) == 2).items():
         if state.rstrip("*~#$@+") in ("down", "drained", "draining", "fail", "failing") and \
                 cluster.running(f"slurmd-{name}"):
-            _ok(["scontrol", "update", f"NodeName={name}", "State=RESUME"], cluster)
+            succeeds(["scontrol", "update", f"NodeName={name}", "State=RESUME"], cluster)
             say(f"resumed {name} (was {state})")
 
 
@@ -258,32 +140,84 @@ def plan(directory: Path, sizes: dict[str, int | None]) -> Cluster:
     return Cluster(Layout(directory, **{k: v for k, v in sizes.items() if v}))
 
 
-def up(cluster: Cluster) -> None:
+def enable_pyxis(cluster: Cluster, vendor_dir: Path) -> None:
+    """Build (or reuse) and configure enroot and pyxis when their sources are there; say so when not."""
+    vendor = pyxis.vendored(vendor_dir)
+    cluster.pyxis = vendor is not None
+    if vendor is None:
+        cluster.layout.plugstack.unlink(missing_ok=True)  # Slurm reads the plugstack.conf beside slurm.conf
+        say(f"Pyxis unavailable: no vendored enroot and pyxis sources in {vendor_dir} (--vendor DIR); "
+            "the cluster runs without containers")
+        return
+    install_packages(pyxis.BUILD_PACKAGES)
+    if pyxis.installed():
+        say(f"enroot and pyxis already built from {vendor}")
+    else:
+        started = time.monotonic()
+        pyxis.build_and_install(vendor, cluster.layout)
+        say(f"built enroot 4.1.2 and pyxis 0.24.0 from {vendor} in {time.monotonic() - started:.1f} s")
+    write_if_changed(pyxis.ENROOT_CONF, pyxis.enroot_conf())
+    pyxis.install_hook(vendor)
+    write_if_changed(cluster.layout.plugstack, pyxis.plugstack_conf())
+    if build_image(cluster.layout.image):
+        say(f"wrote the container image {cluster.layout.image}")
+
+
+def start_slurmd(cluster: Cluster, node: str) -> None:
+    """slurmd in its own mount namespace; one started with another setup, or outside a namespace, is restarted."""
+    name, setup = f"slurmd-{node}", {"namespace": True, "pyxis": cluster.pyxis,
+                                     "pmix": installed_package(pyxis.PMIX_PACKAGE)}
+    if cluster.running(name) and (cluster.daemons[name].get("setup") != setup
+                                  or not pyxis.own_namespace(cluster.daemons[name]["pid"])):
+        say(f"{name} was started with another setup: restarting it with {setup}")
+        stop_daemon(cluster, name)
+    pyxis.prepare_node(cluster.layout, node)
+    argv = ["/usr/sbin/slurmd", "-D", "-N", node, "-f", str(cluster.layout.conf)]
+    start_daemon(cluster, name, pyxis.in_namespace(cluster.layout, node, argv), setup=setup)
+
+
+def check_pyxis(cluster: Cluster) -> None:
+    out = subprocess.run(["srun", "--help"], env=cluster.env(), capture_output=True, text=True)
+    if "--container-image" not in out.stdout:
+        raise ClusterError(f"Pyxis is configured ({cluster.layout.plugstack}) but `srun --help` does not list "
+                           f"--container-image: {out.stderr.strip()[-300:]}")
+
+
+def up(cluster: Cluster, vendor_dir: Path = pyxis.DEFAULT_VENDOR) -> None:
     if os.geteuid() != 0:
         raise ClusterError("must run as root (it installs packages and starts system daemons)")
-    install_packages()
+    install_packages(PACKAGES)
     layout = cluster.layout
     for sub in ("etc", "state", "log", "run", *(f"spool/{n}" for n in layout.node_names)):
         (layout.dir / sub).mkdir(parents=True, exist_ok=True)
     cluster.save()
+    enable_pyxis(cluster, vendor_dir)
+    cluster.save()
+    write_if_changed(layout.mpi_conf, pyxis.mpi_conf())
     start_munge(cluster)
-    conf_changed = write_if_changed(layout.conf, slurm_conf(layout))
+    fresh = not cluster.running("slurmctld")
+    conf_changed = write_if_changed(layout.conf, slurm_conf(layout, pyxis=cluster.pyxis))
     start_database(cluster)
     start_daemon(cluster, "slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(layout.conf)])
-    wait_until("slurmctld", lambda: _ok(["scontrol", "ping"], cluster), 60, cluster)
+    wait_until("slurmctld", lambda: succeeds(["scontrol", "ping"], cluster), 60, cluster)
     if conf_changed:
-        _ok(["scontrol", "reconfigure"], cluster)
+        succeeds(["scontrol", "reconfigure"], cluster)
     for node in layout.node_names:
-        start_daemon(cluster, f"slurmd-{node}", ["/usr/sbin/slurmd", "-D", "-N", node, "-f", str(layout.conf)])
+        start_slurmd(cluster, node)
+    if fresh and cluster.pyxis:
+        remove_leftover_containers(cluster)  # a cluster stopped uncleanly: its job ids start again at 1
     resume_nodes(cluster)
     try:
         wait_until("nodes to become idle", lambda: _nodes_ready(cluster), 30, cluster)
     except ClusterError:
-        _ok(["scontrol", "reconfigure"], cluster)  # nodes left 'unknown' by a slurmctld restart re-register
+        succeeds(["scontrol", "reconfigure"], cluster)  # nodes left 'unknown' by a slurmctld restart re-register
         resume_nodes(cluster)
         wait_until("nodes to become idle", lambda: _nodes_ready(cluster), 60, cluster)
     link_system_conf(layout)
-    say(f"up: {layout.describe()}; partitions debug (preemptable) and high. export SLURM_CONF={layout.conf}")
+    if cluster.pyxis:
+        check_pyxis(cluster)
+    say(f"up: {layout.describe()}; partitions debug (preemptable) and high; Pyxis {'on' if cluster.pyxis else 'off'}."
+        f" export SLURM_CONF={layout.conf}")
 
 
 def _cancel_jobs(cluster: Cluster) -> None:
@@ -307,6 +241,8 @@ def down(directory: Path, purge: bool) -> None:
     else:
         if cluster.running("slurmctld"):
             _cancel_jobs(cluster)
+        if cluster.pyxis:
+            remove_leftover_containers(cluster)
         for name in reversed(list(cluster.daemons)):
             stop_daemon(cluster, name)
         _kill_leftover_steps(cluster.layout)
@@ -315,6 +251,18 @@ def down(directory: Path, purge: bool) -> None:
     if purge:
         shutil.rmtree(directory, ignore_errors=True)
     say("down" + (f"; removed {directory}" if purge else ""))
+
+
+def slurmd_pids(cluster: Cluster) -> dict[str, int]:
+    """Node -> the PID of its running slurmd, whose mount namespace holds that node's containers."""
+    return {node: cluster.daemons[f"slurmd-{node}"]["pid"] for node in cluster.layout.node_names
+            if cluster.running(f"slurmd-{node}")}
+
+
+def remove_leftover_containers(cluster: Cluster) -> None:
+    for node, pid in slurmd_pids(cluster).items():
+        if removed := pyxis.remove_containers(pid):
+            say(f"{node}: removed leftover containers {' '.join(removed)}")
 
 
 def _kill_leftover_steps(layout: Layout) -> None:
@@ -344,6 +292,7 @@ def status(directory: Path, as_json: bool) -> int:
         print(f"no cluster recorded in {directory}")
     else:
         print(cluster.layout.describe())
+        print(f"Pyxis {'on' if cluster.pyxis else 'off'}" + (f" (image {cluster.layout.image})" if cluster.pyxis else ""))
         for name, daemon in cluster.daemons.items():
             print(f"{name:<14} {'running' if cluster.running(name) else 'stopped'} (pid {daemon['pid']})")
         if is_up:
@@ -353,11 +302,13 @@ def status(directory: Path, as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("action", choices=("up", "down", "status", "image"))
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
     parser.add_argument("--nodes", type=int, help="up: slurmd nodes (default 4)")
     parser.add_argument("--cpus", type=int, help="up: CPUs per node, oversubscribing this machine (default 2)")
     parser.add_argument("--mem-mb", type=int, help="up: memory per node (default 4000)")
+    parser.add_argument("--vendor", type=Path, default=pyxis.DEFAULT_VENDOR,
+                        help=f"up: the vendored enroot and pyxis sources (default {pyxis.DEFAULT_VENDOR})")
     parser.add_argument("--purge", action="store_true", help="down: also delete the cluster directory")
     parser.add_argument("--json", action="store_true", help="status: print the recorded state as JSON")
     args = parser.parse_args(argv)
@@ -367,12 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.dir.resolve()
     try:
         if args.action == "up":
-            up(plan(directory, sizes))
+            up(plan(directory, sizes), args.vendor.resolve())
+        elif args.action == "image":
+            image = Layout(directory).image
+            say(f"{'wrote' if build_image(image) else 'up to date:'} {image}")
         elif args.action == "down":
             down(directory, args.purge)
         else:
             return status(directory, args.json)
-    except (ClusterError, subprocess.CalledProcessError) as err:
+    except (ClusterError, PyxisError, subprocess.CalledProcessError) as err:
         print(f"local_slurm: error: {err}", file=sys.stderr)
         return 1
     return 0
