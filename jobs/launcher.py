@@ -82,7 +82,7 @@ def build_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: Experim
         partition=profile.partition, account=profile.account, qos=profile.qos,
         exclusive=profile.exclusive, launch=profile.launch, cpu_bind=profile.cpu_bind,
         container_image=profile.container_image, container_mounts=container_mounts(profile, experiments_root),
-        container_workdir=profile.container_workdir,
+        container_workdir=profile.container_workdir, container_writable=profile.container_writable,
         batch_output=paths.batch_log_pattern("out") if paths else "",
         batch_error=paths.batch_log_pattern("err") if paths else "",
         task_output=paths.task_log_pattern("out") if paths else "",

@@ -67,6 +67,9 @@ class ClusterProfile:
     container_image: str = ""
     container_mounts: tuple[str, ...] = ()
     container_workdir: str = ""
+    # A writable container root (--container-writable): Open MPI writes its session directory under /tmp, and
+    # whether enroot's root is writable by default is a site's ENROOT_ROOTFS_WRITABLE, not something to rely on.
+    container_writable: bool = False
     python: str = ""  # "" = the interpreter that submits (no container)
     workdir: str = ""  # "" = this project's checkout (no container)
     data_dir: str = ""
@@ -170,8 +173,9 @@ def _check_consistency(p: ClusterProfile, where: str) -> None:
                           f"max_nodes = 1 and no container_image")
     if p.uses_container and not (p.python and p.workdir):
         raise ConfigError(f"{where}: with container_image, python and workdir must name paths inside the image")
-    if p.container_workdir and not p.uses_container:
-        raise ConfigError(f"{where}: container_workdir is set but container_image is not")
+    for key in ("container_workdir", "container_writable"):
+        if getattr(p, key) and not p.uses_container:
+            raise ConfigError(f"{where}: {key} is set but container_image is not")
 
 
 def load_profile(name_or_path: str) -> ClusterProfile:

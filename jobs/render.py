@@ -49,6 +49,7 @@ class JobSpec:
     container_image: str = ""
     container_mounts: tuple[str, ...] = ()
     container_workdir: str = ""
+    container_writable: bool = False
     batch_output: str = ""
     batch_error: str = ""
     task_output: str = ""
@@ -98,6 +99,8 @@ def srun_words(spec: JobSpec) -> list[str]:
             words.append(f"--container-mounts={','.join(spec.container_mounts)}")
         if spec.container_workdir:
             words.append(f"--container-workdir={spec.container_workdir}")
+        if spec.container_writable:
+            words.append("--container-writable")
         words.append("--no-container-mount-home")
     return words
 

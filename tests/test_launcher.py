@@ -84,6 +84,8 @@ def test_unknown_profile_field_lists_valid_fields(tmp_path):
     ("stall_timeout_s = 600\nfirst_step_grace_s = 300", "first_step_grace_s (300) must be at least stall_timeout_s"),
     ('checkpoint_every_min = "30"', "checkpoint_every_min: expected a number, got '30'"),
     ("max_fault_requeues = true", "max_fault_requeues: expected int"),
+    ("container_writable = true", "container_writable is set but container_image is not"),
+    ('container_writable = "yes"', "container_writable: expected true or false"),
 ])
 def test_bad_profile_values_are_one_line_errors(tmp_path, body, message):
     profile = tmp_path / "mine.toml"
@@ -292,8 +294,8 @@ def test_dry_run_shows_stages_requeue_and_pyxis_on_srun():
                  "#SBATCH --signal=USR2@300", "#SBATCH --requeue", "#SBATCH --open-mode=append"):
         assert line in text.splitlines()
     srun = text[text.index("\nsrun "):text.index("status=$?")]
-    for flag in ("--container-image=", "--container-mounts=", "--container-workdir=", "--no-container-mount-home",
-                 "--mpi=pmix"):
+    for flag in ("--container-image=", "--container-mounts=", "--container-workdir=", "--container-writable",
+                 "--no-container-mount-home", "--mpi=pmix"):
         assert flag in srun
     assert 'scontrol requeue "$SLURM_JOB_ID"' in text.split("status=$?")[1]
 
@@ -310,7 +312,8 @@ def test_pyxis_flags_are_documented_and_only_on_srun(text_source):
         texts = [p.read_text() for p in sorted((ROOT / "sbatch").glob("*.sub"))]
     for text in texts:
         words = _pyxis_words(text)
-        assert {"container-image", "container-mounts", "container-workdir", "no-container-mount-home"} <= set(words)
+        assert {"container-image", "container-mounts", "container-workdir", "container-writable",
+                "no-container-mount-home"} <= set(words)
         assert set(words) <= PYXIS_FLAGS
         assert not [line for line in text.splitlines() if line.startswith("#SBATCH") and "container" in line]
 
