@@ -14,6 +14,7 @@ from pathlib import Path
 from effnet.core.config.train import TRAIN_MODES
 from effnet.core.errors import ConfigError
 from effnet.core.paths import ExperimentPaths
+from jobs.containers import profile_problem, visible_problem
 from jobs.profile import PROJECT_ROOT, ClusterProfile, experiments_dir, host_path
 from jobs.recipes import Recipe, ResolvedRecipe, resolve
 from jobs.render import JobSpec, render_sbatch
@@ -66,6 +67,17 @@ def container_mounts(profile: ClusterProfile, experiments_root: Path) -> tuple[s
     return tuple(profile.container_mounts) + ((own,) if own not in profile.container_mounts else ())
 
 
+def check_container(profile: ClusterProfile, spec: JobSpec, submit_dir: Path) -> None:
+    """The container fields as the job will use them (the experiments mount included): one line on what
+    Pyxis would refuse or misread, before anything is written or submitted."""
+    made = tuple(m for m in spec.container_mounts if m not in profile.container_mounts)
+    problem = profile_problem(spec.container_image, spec.container_mounts, spec.container_workdir) or \
+        visible_problem(profile.container_image, profile.container_mounts, profile.container_workdir, submit_dir,
+                        made)
+    if problem:
+        raise ConfigError(f"cluster {profile.name}: {problem}")
+
+
 def build_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: ExperimentPaths | None,
                nodes: int | None, time_limit_min: int | None, job_name: str, header: tuple[str, ...],
                experiments_root: Path) -> JobSpec:
@@ -106,6 +118,8 @@ def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict
     spec = build_spec(profile, resolved, paths, nodes, time_limit_min or profile.time_limit_min,
                       f"effnet-{recipe.name}", job_header(resolved, profile, f"{nodes} node(s)"),
                       paths.root.parent)
+    if spec.container_image:
+        check_container(profile, spec, Path.cwd())
     return PreparedJob(profile, resolved, paths, spec, python)
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from effnet.core.coerce import coerce, field_types
 from effnet.core.errors import ConfigError
+from jobs.containers import profile_problem
 
 # The checkout this launcher runs from: relative profile paths (workdir, data_dir, experiments_dir)
 # are relative to it, and ranks on the host import this checkout's packages.
@@ -31,6 +32,8 @@ DEFAULT_CLUSTER = "local"
 # Values that end up as words in the sbatch/srun text. They are shell-quoted when rendered anyway;
 # rejecting metacharacters here turns a typo or an injection into a clear error instead.
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+=/~\-]*$")
+# Pyxis names a registry image [USER@][REGISTRY#]IMAGE[:TAG]: the `#` is its syntax (rendered quoted).
+_SAFE_IMAGE = re.compile(r"^[A-Za-z0-9_.,:@%+=/~#\-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 GpuType = Literal["a100", "v100", "cpu"]
@@ -95,10 +98,11 @@ def available_clusters() -> list[str]:
 
 
 def _check_word(where: str, key: str, value: str) -> None:
-    if not _SAFE_WORD.match(value):
-        bad = "".join(sorted({c for c in value if not _SAFE_WORD.match(c)}))
+    safe, allowed = (_SAFE_IMAGE, "_.,:@%+=/~#-") if key == "container_image" else (_SAFE_WORD, "_.,:@%+=/~-")
+    if not safe.match(value):
+        bad = "".join(sorted({c for c in value if not safe.match(c)}))
         raise ConfigError(f"{where}: {key} {value!r} contains shell metacharacters or spaces ({bad!r}); "
-                          f"allowed are letters, digits and _.,:@%+=/~-")
+                          f"allowed are letters, digits and {allowed}")
 
 
 def from_mapping(data: dict, where: str) -> ClusterProfile:
@@ -113,11 +117,11 @@ def from_mapping(data: dict, where: str) -> ClusterProfile:
         tp = types[key]
         if key == "container_mounts":
             if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
-                raise ConfigError(f"{where}: container_mounts: expected a list of 'SRC:DST[:FLAGS]' strings, got {raw!r}")
+                raise ConfigError(f"{where}: container_mounts: expected a list of 'SRC[:DST[:FLAGS]]' strings, got {raw!r}")
             for mount in raw:
                 _check_word(where, "container_mounts entry", mount)
-                if len(mount.split(":")) not in (2, 3):
-                    raise ConfigError(f"{where}: container_mounts entry {mount!r} is not SRC:DST[:FLAGS]")
+                if not 1 <= len(mount.split(":")) <= 3 or "" in mount.split(":"):
+                    raise ConfigError(f"{where}: container_mounts entry {mount!r} is not SRC[:DST[:FLAGS]]")
             values[key] = tuple(raw)
         elif key == "env":
             if not isinstance(raw, dict) or not all(isinstance(v, (str, int, float)) for v in raw.values()):
@@ -176,6 +180,8 @@ def _check_consistency(p: ClusterProfile, where: str) -> None:
     for key in ("container_workdir", "container_writable"):
         if getattr(p, key) and not p.uses_container:
             raise ConfigError(f"{where}: {key} is set but container_image is not")
+    if p.uses_container and (problem := profile_problem(p.container_image, p.container_mounts, p.container_workdir)):
+        raise ConfigError(f"{where}: {problem}")
 
 
 def load_profile(name_or_path: str) -> ClusterProfile:
