@@ -75,7 +75,8 @@ def _dispatch(config: TrainConfig, heartbeat: Heartbeat | None) -> dict | None:
     with DLLogger(log_path, rank=dist.rank()) as logger:
         logger.standard_metadata()
         logger.log("PARAMETER", {**config.as_dict(), "model": dataclasses.asdict(model_cfg),
-                                 "world_size": dist.size(), "accelerator": dist.accelerator()})
+                                 "world_size": dist.size(), "controller": dist.controller(),
+                                 "accelerator": dist.accelerator()})
         if config.mode == "benchmark":
             from effnet.benchmark import run_benchmark
 

@@ -24,6 +24,7 @@ class Ranks:
     """The ranks of a run, and their collectives. This base is a process alone: every collective is the identity."""
 
     active = False
+    controller = "none"  # how the ranks reach each other: "mpi" or "gloo" (Horovod's), or none
     rank = 0
     size = 1
     local_rank = 0
@@ -59,6 +60,7 @@ class HorovodRanks(Ranks):
     def __init__(self, hvd) -> None:
         self._hvd = hvd
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        self.controller = "mpi" if hvd.mpi_enabled() else "gloo"
 
     def batch_norm_allreduce(self) -> Callable[[tf.Tensor], tf.Tensor]:
         return self.allreduce_mean
@@ -164,6 +166,10 @@ def active() -> bool:
 
 def rank() -> int:
     return _ranks.rank
+
+
+def controller() -> str:
+    return _ranks.controller
 
 
 def size() -> int:

@@ -86,6 +86,7 @@ def test_benchmark_mode_logs_the_reference_keys_and_appends(cli, tmp_path):
     params = [r["data"] for r in run.logs() if r["step"] == "PARAMETER"]
     assert [p["use_amp"] for p in params] == [False, True]          # both runs, appended
     assert params[0]["model"]["num_classes"] == 10 and params[0]["world_size"] == 1
+    assert params[0]["controller"] == "none"
     assert [r["step"] for r in run.logged_steps()] == [[0, 2], [0, 4]] * 2
     summaries = run.summaries()
     assert len(summaries) == 2

@@ -24,7 +24,7 @@ def test_multinode_job_runs_to_completion(slurm, profile, baseline):
     model_dir = baseline / "model"
     assert train_steps(model_dir) == STAGES_STEPS
     params = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == "PARAMETER"]
-    assert params[0]["world_size"] == 4
+    assert params[0]["world_size"] == 4 and params[0]["controller"] == "gloo"
     finals = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == []
               and "eval_accuracy_top_1" in r["data"]]
     assert {f["comment"] for f in finals} == {"eval using original weights", "eval using EMA weights"}

@@ -271,6 +271,7 @@ def test_two_horovod_ranks_train_in_sync_and_evaluate_the_whole_split(mnist, tmp
 
     params = [r["data"] for r in records(two) if r["type"] == "LOG" and r["step"] == "PARAMETER"]
     assert params[0]["world_size"] == 2                  # only rank 0 writes the log
+    assert params[0]["controller"] == "gloo"
     assert summary(two)["weights_in_sync_across_ranks"] is True
     assert sorted((r["rank"], r["reason"], r["global_step"]) for r in HealthFiles(two).stops()) == [
         (0, "completed", 5), (1, "completed", 5)]
