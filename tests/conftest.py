@@ -34,6 +34,14 @@ def slurm():
 
 
 @pytest.fixture(scope="session")
+def pyxis_cluster(slurm) -> dict:
+    """The local cluster's recorded state (status --json) when Pyxis is on; skips with the reason when not."""
+    from tests.slurm_cluster import pyxis_session
+
+    return pyxis_session(slurm)
+
+
+@pytest.fixture(scope="session")
 def profile(tmp_path_factory):
     """The localslurm profile with data and experiments in a temp dir (tests/slurm_cluster.py)."""
     from tests.slurm_cluster import make_profile

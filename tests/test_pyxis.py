@@ -18,44 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.slurm_cluster import SLURM_DIR
+from tests.slurm_cluster import cluster_state, leftovers, slurmd_pids
 from tests.test_horovod import MPI_TCP, NO_MPI, probe_records
-from tools.local_slurm import pyxis
 from tools.local_slurm.image import MARKER, MARKER_TEXT, WORKDIR, container_mounts
 
 pytestmark = [pytest.mark.slurm, pytest.mark.horovod]
-
-
-def cluster_state(env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "tools.local_slurm", "status", "--json", "--dir", str(SLURM_DIR)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    return json.loads(out.stdout)
-
-
-@pytest.fixture(scope="module")
-def pyxis_cluster(slurm) -> dict:
-    """The cluster's recorded state, when Pyxis is on; skips with the reason when it is not."""
-    state = cluster_state(slurm)
-    if not state.get("pyxis"):
-        pytest.skip(f"Pyxis is off on the local cluster: the vendored enroot and pyxis sources are not in "
-                    f"{pyxis.DEFAULT_VENDOR} (python -m tools.local_slurm up --vendor DIR)")
-    return state
-
-
-def slurmd_pids(state: dict) -> dict[str, int]:
-    return {name.removeprefix("slurmd-"): d["pid"] for name, d in state["daemons"].items()
-            if name.startswith("slurmd-") and state["running"][name]}
-
-
-def leftovers(state: dict) -> dict[str, list[str]]:
-    """Per node: its `pyxis_*` containers and the container mounts in its namespace."""
-    found = {}
-    for node, pid in slurmd_pids(state).items():
-        names = [n for n in pyxis.containers(pid) if n.startswith("pyxis_")]
-        mounts = [line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if "pyxis_" in line]
-        if names or mounts:
-            found[node] = names + mounts
-    return found
 
 
 def srun(env: dict, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:

@@ -43,7 +43,7 @@ from pathlib import Path
 from . import pyxis
 from .daemons import (Cluster, ClusterError, port_open, succeeds, install_packages, installed_package, say,
                       start_daemon, stop_daemon, wait_until, write_if_changed)
-from .image import build_image
+from .image import build_image, link_host_paths
 from .pyxis import PyxisError
 from .slurm_conf import DB_NAME, DB_PASS, DB_USER, PROG, Layout, slurm_conf, slurmdbd_conf
 
@@ -161,6 +161,7 @@ def enable_pyxis(cluster: Cluster, vendor_dir: Path) -> None:
     write_if_changed(cluster.layout.plugstack, pyxis.plugstack_conf())
     if build_image(cluster.layout.image):
         say(f"wrote the container image {cluster.layout.image}")
+    link_host_paths(cluster.layout.dir)
 
 
 def start_slurmd(cluster: Cluster, node: str) -> None:
