@@ -3,6 +3,9 @@ attempt, append its line to the attempt ledger (`effnet.core.ledger`), requeue b
 
 Classification, first rule that applies (the rank that stopped first decides):
   1. status 0: completed;
+  1b. the ranks did not start: Pyxis or enroot could not make the container (a missing image, a bad
+     mount), or Open MPI or PMIx could not initialise (a read-only container root): app_error, whose
+     error is those lines of this attempt's task logs (or of srun's stderr);
   2. a `signal` stop record (or status 75), unless srun reports that a task without one failed first
      (srun --kill-on-bad-exit then ends the others with SIGTERM, which they take for a preemption):
      preempted, or time_limit when less than the signal delay + SIGNAL_MARGIN_S of the time limit is
@@ -31,7 +34,19 @@ enough usable nodes. app_error and completed are final; app_error exits non-zero
 from __future__ import annotations
 
 # After srun (the helpers it calls come before srun, in jobs.faults_sh).
-AFTER_SRUN = r'''# A fault on a node that does not answer is a node_failure.
+AFTER_SRUN = r'''# This attempt's lines that say the ranks did not start, at most three, joined: Pyxis's and enroot's
+# (after `slurmstepd-NODE: error: `), or MPI_Init's and PMIx's.
+effnet_start_error() {
+  local f size
+  { effnet_task_errs | while read -r f; do
+      size=$(awk -v f="$f" '{ p = $0; sub(/^[0-9]+ /, "", p) } p == f { print $1; exit }' "$EFFNET_HEALTH/task-err-sizes" 2>/dev/null)
+      tail -c +$((${size:-0} + 1)) "$f"
+    done; cat "$EFFNET_HEALTH/srun.err" 2>/dev/null; } |
+    sed -nE 's/^(slurmstepd[^ ]*: )?(error: )?//; s/pyxis: +/pyxis: /; /^pyxis: .*(\[ERROR\]|failed to|couldn.t|not started)|An error occurred in MPI_Init|session_dir\.c|pmix_init failed/p' |
+    grep -v 'failed with error code' | awk '!seen[$0]++' | head -n 3 | paste -sd '|' | sed 's/|/; /g; s/["\\]//g'
+}
+
+# A fault on a node that does not answer is a node_failure.
 effnet_check_node() {
   if [ -n "$fault_node" ] && ! effnet_node_answers "$fault_node"; then
     cause=node_failure detail="$detail; $fault_node does not answer"
@@ -74,6 +89,8 @@ effnet_classify() {
   local f rank t seen app_rank="" app_time="" stopped how ranks hb line first="" why=""
   cause="" fault_rank="" fault_node="" error="" detail="" last_step=$(effnet_last_step) stopped=$(effnet_stopped_ranks)
   if [ "$1" -eq 0 ]; then cause=completed detail="srun exited 0"; return; fi
+  error=$(effnet_start_error)
+  if [ -n "$error" ]; then cause=app_error detail="the ranks did not start"; return; fi
   for f in "$EFFNET_HEALTH"/{STOP}*.json; do
     [ -f "$f" ] && [ "$(effnet_field reason < "$f")" = app_error ] || continue
     rank=$(effnet_field rank < "$f") t=$(effnet_field time < "$f")

@@ -18,6 +18,9 @@ How an attempt is classified: `jobs.classify_sh`.
 """
 from __future__ import annotations
 
+import re
+import shlex
+
 from effnet.core.exits import EXIT_BAD_INPUT, EXIT_REQUEUE
 from effnet.core.health import HEALTH_DIRNAME, HEARTBEAT_PREFIX, STOP_PREFIX, TIMELINE_FILENAME
 from effnet.core.ledger import ATTEMPTS_FILENAME, HANG_RECORD
@@ -31,6 +34,16 @@ SIGNAL_MARGIN_S = 120
 NODE_CHECK_S = 20
 # How long the requeued job may take to become pending before its ExcNodeList can be set.
 EXCLUDE_TRIES = 20
+
+
+def task_errs_function(pattern: str) -> str:
+    """`effnet_task_errs`: the job's task error logs (srun's `--error` pattern, %j this job, %t any task),
+    one path a line; none when srun's own stderr carries the tasks' (the classifier reads srun.err)."""
+    if not pattern:
+        return "effnet_task_errs() { :; }"
+    parts = re.split(r"(%j|%t)", pattern)
+    glob = "".join({"%j": '"${SLURM_JOB_ID}"', "%t": "*"}.get(p, shlex.quote(p) if p else "") for p in parts)
+    return f'effnet_task_errs() {{ local f; for f in {glob}; do [ ! -f "$f" ] || echo "$f"; done; }}'
 
 
 def settings(spec, model_dir_word: str) -> list[str]:
@@ -47,6 +60,7 @@ def settings(spec, model_dir_word: str) -> list[str]:
         f"EFFNET_STALE_S={HEARTBEAT_STALE_S} EFFNET_NODE_CHECK_S={NODE_CHECK_S} EFFNET_EXCLUDE_TRIES={EXCLUDE_TRIES}",
         f"EFFNET_MAX_REQUEUES={spec.max_requeues} EFFNET_MAX_FAULTS={spec.max_fault_requeues}",
         f"EFFNET_SIGNAL_DELAY_S={spec.signal_delay_s} EFFNET_SIGNAL_MARGIN_S={SIGNAL_MARGIN_S}",
+        task_errs_function(spec.task_error),
     ]
 
 
@@ -264,6 +278,8 @@ effnet_begin() {
   mkdir -p "$EFFNET_HEALTH" "$(dirname "$EFFNET_LEDGER")"
   [ ! -f "$EFFNET_HEALTH/attempt" ] || effnet_leftover
   rm -rf "$EFFNET_HEALTH" && mkdir -p "$EFFNET_HEALTH"
+  # The task logs are appended across attempts: what this attempt adds starts after these sizes.
+  effnet_task_errs | while read -r f; do echo "$(stat -c %s "$f") $f"; done > "$EFFNET_HEALTH/task-err-sizes"
   EFFNET_RESUMED=$(sed -nE 's/^model_checkpoint_path: "(.*\/)?ckpt-([0-9]+)"$/\2/p' "$EFFNET_CHECKPOINT_INDEX" 2>/dev/null)
   EFFNET_RESUMED=${EFFNET_RESUMED:-0}
   echo "$SLURM_JOB_ID $EFFNET_ATTEMPT $EFFNET_START $EFFNET_RESUMED $SLURM_JOB_NODELIST" > "$EFFNET_HEALTH/attempt"

@@ -51,6 +51,7 @@ for n in node1 node2 node3 node4; do [[ ",${FAKE_DOWN:-}," == *",$n,"* ]] && ech
 
 # The "ranks": put the prepared health files in place (keeping their mtimes), then exit or hang.
 RANKS = r'''cp -p "$FAKE_PREPARED"/* "$1/health/" 2>/dev/null
+[ -z "${FAKE_TASK_ERR:-}" ] || printf '%b\n' "$FAKE_TASK_ERR_TEXT" >> "$FAKE_TASK_ERR"
 if [ -n "${FAKE_ADVANCE:-}" ]; then sleep 1.5; sed -i 's/^40 /41 /' "$1/health/heartbeat.rank0"; fi
 if [ -n "${FAKE_LATER:-}" ]; then sleep 2.5; cp "$FAKE_LATER"/* "$1/health/"; fi
 if [ -n "${FAKE_HANG:-}" ]; then sleep 60 & echo $! > "$FAKE_PIDFILE"; wait; exit 137; fi'''
@@ -227,6 +228,31 @@ def test_app_error_is_not_requeued_and_shows_its_error(job):
     assert (run.last["fault_rank"], run.last["fault_node"]) == (2, "node2")
     assert 'effnet-slurm: app_error: rank 2 on node2: ValueError: bad "shape" \\ here; not requeued' in run.proc.stderr
     assert last_error(run.ledger) == 'ValueError: bad "shape" \\ here'
+
+
+PYXIS_FAILED = ("slurmstepd-node1: error: pyxis: failed to create container filesystem for image: /img.sqsh\n"
+                "slurmstepd-node1: error: pyxis: printing enroot log file:\n"
+                "slurmstepd-node1: error: pyxis:     [ERROR] No such file or directory: /img.sqsh\n"
+                "slurmstepd-node1: error: spank: required plugin spank_pyxis.so: task_init() failed with rc=-1")
+
+
+def test_ranks_that_did_not_start_are_an_app_error_with_pyxis_words_and_only_this_attempts(job):
+    """The task logs are appended across attempts: an earlier attempt's Pyxis error does not make this
+    attempt's crash an app_error, and this attempt's own Pyxis error does."""
+    task_err = Path(job.paths.task_log_pattern("err").replace("%j", "77").replace("%t", "0"))
+    task_err.parent.mkdir(parents=True)
+    task_err.write_text(PYXIS_FAILED.replace("\\n", "\n") + "\n")
+    spec = {"task_error": job.paths.task_log_pattern("err")}
+    for rank in range(4):
+        job.heartbeat(rank, 12, 6, age_s=rank)
+    crash = job.run(status=137, srun_stderr="srun: error: node1: task 1: Killed", spec=spec)
+    assert crash.last["cause"] == "rank_crash", crash.last
+    failed = job.run(status=1, srun_stderr="srun: error: node1: tasks 0-1: Exited with exit code 1", spec=spec,
+                     restart=1, FAKE_TASK_ERR=str(task_err), FAKE_TASK_ERR_TEXT=PYXIS_FAILED)
+    assert (failed.last["cause"], failed.last["action"]) == ("app_error", "stop")
+    assert failed.last["error"] == ("pyxis: failed to create container filesystem for image: /img.sqsh; "
+                                    "pyxis: [ERROR] No such file or directory: /img.sqsh")
+    assert failed.proc.returncode == 1
 
 
 def test_killed_rank_is_a_rank_crash_requeued_without_its_node(job):

@@ -6,15 +6,17 @@ batch script and its fault handling run on the host beside the containers.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.runlogs import records, train_steps
-from tests.slurm_cluster import (ROOT, STAGES_STEPS, STAGES_TINY, experiment, heartbeats, job_id_of, leftovers,
-                                 cluster_state, submit, wait_done, wait_for_step)
+from tests.slurm_cluster import (ROOT, STAGES_STEPS, STAGES_TINY, attempts, cluster_state, experiment, heartbeats,
+                                 job_id_of, leftovers, sacct_states, submit, wait_done, wait_for_step)
 from tools.local_slurm.image import MARKER, MARKER_TEXT
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -103,4 +105,63 @@ def test_a_localpyxis_job_runs_in_containers_to_completion(slurm, pyxis_profile)
                              env=slurm, capture_output=True, text=True, timeout=300)
     assert collect.returncode == 0 and "collect: 1 log(s)" in collect.stderr, collect.stdout + collect.stderr
     assert "|" in collect.stdout  # the accuracy table
+    assert leftovers(cluster_state(slurm)) == {}
+
+
+def node_side_profile(pyxis_profile: Path, tmp_path: Path, case: str) -> Path:
+    """The test profile with its experiments in `tmp_path`, and an image of its own or a read-only root."""
+    text = pyxis_profile.read_text()
+    values = {k: line.split('"')[1] for line in text.splitlines() for k in ("container_image", "experiments_dir")
+              if line.startswith(f"{k} = ")}
+    text = text.replace(values["experiments_dir"], str(tmp_path / "experiments"))
+    if case == "image gone":
+        shutil.copyfile(values["container_image"], tmp_path / "img.sqsh")
+        text = text.replace(values["container_image"], str(tmp_path / "img.sqsh"))
+    else:
+        text = text.replace("container_writable = true", "container_writable = false")
+    path = tmp_path / "nodeside.toml"
+    path.write_text(text)
+    return path
+
+
+def hold_every_node(env: dict) -> str:
+    """A job on every node of `debug`, running: what is submitted next waits until it is cancelled."""
+    job = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "-p", "debug", "-N", "4", "-t", "5",
+                          "--wrap", "sleep 300"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    deadline = time.time() + 120
+    while sacct_states(job, env)[:1] != ["RUNNING"]:
+        assert time.time() < deadline, f"the holding job {job} never ran"
+        time.sleep(1)
+    return job
+
+
+@pytest.mark.parametrize("case, words", [
+    ("image gone", "pyxis: [ERROR] No such file or directory: {image}"),
+    ("read-only root", "An error occurred in MPI_Init"),
+])
+def test_ranks_that_cannot_start_fail_once_with_the_lines_that_say_why(slurm, pyxis_profile, tmp_path, case, words):
+    """Caught on the nodes, not at submit: an image removed after submit (Pyxis's own error), or Open MPI
+    on a read-only root. One attempt, app_error with those lines, FAILED; nothing written is lost."""
+    profile = node_side_profile(pyxis_profile, tmp_path, case)
+    holder = hold_every_node(slurm) if case == "image gone" else None
+    try:
+        proc = submit(profile, "--nodes", "2", "smoke_stages", "--name", "nodeside", "--no-wait", *STAGES_TINY,
+                      env=slurm)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        if holder:
+            (tmp_path / "img.sqsh").unlink()
+    finally:
+        if holder:
+            subprocess.run(["scancel", holder], env=slurm, check=True)
+    job = job_id_of(proc.stdout)
+    exp = experiment(profile, "nodeside")
+    assert wait_done(job, slurm, timeout_s=300) == ["FAILED"]
+    ledger = attempts(exp)
+    expected = words.format(image=tmp_path / "img.sqsh")
+    assert [a["cause"] for a in ledger] == ["app_error"] and expected in ledger[0]["error"], ledger
+    status = subprocess.run([sys.executable, "-m", "jobs.status", str(exp)], cwd=ROOT, env=slurm,
+                            capture_output=True, text=True, timeout=120)
+    assert expected in status.stdout, status.stdout
+    print(status.stdout)
+    assert (exp / "experiment.json").is_file() and (exp / "submitit" / f"{job}_submitted.pkl").is_file()
     assert leftovers(cluster_state(slurm)) == {}
