@@ -39,7 +39,7 @@ deps: $(STAMP_DEPS)
 
 # Horovod 0.28.1 from source against the venv's TensorFlow, with Gloo, and MPI too when Debian's
 # Open MPI is installed. No stamp: tools/check_horovod.py (5 s) decides, so a Gloo-only build
-# is rebuilt once Open MPI appears. The working build stays installed until the new one has built;
+# is rebuilt once Open MPI appears. The working build stays installed until the new one has built.
 # A rebuild says --force-reinstall, because pip counts the installed version as satisfied.
 horovod: deps mpi
 	@WANT=$$(command -v mpicxx >/dev/null 2>&1 && echo --mpi); \
