@@ -204,6 +204,19 @@ effnet_down_node() {
   sinfo -h -N -n "${EFFNET_HOSTS[*]}" -o '%N %T' 2>/dev/null | awk '$2 ~ /^(down|fail)|\*$/ { print $1; exit }'
 }
 
+# START: the first node of the attempt (EFFNET_HOSTS) whose slurmd started after START: a node lost and
+# back before this attempt could start (as when the job cannot run without it) is no longer down.
+effnet_restarted_node() {
+  local hosts node since
+  [ "${#EFFNET_HOSTS[@]}" -gt 0 ] || return 0
+  hosts=$(IFS=,; echo "${EFFNET_HOSTS[*]}")
+  scontrol show node -o "$hosts" 2>/dev/null | sed -nE 's/^NodeName=([^ ]+) .* SlurmdStartTime=([^ ]+) .*/\1 \2/p' |
+    while read -r node since; do
+      since=$(date -d "$since" +%s 2>/dev/null) || continue
+      [ "$since" -le "${1%.*}" ] || { echo "$node"; break; }
+    done
+}
+
 # NODE END [RANK]: the attempt lost NODE; the rank at fault is RANK when it ran there (srun saw it fail
 # first), else the rank there whose heartbeat went quiet first.
 effnet_lost_node() {
@@ -229,16 +242,18 @@ effnet_last_step() {
 effnet_jstr() { if [ -n "$1" ]; then printf '"%s"' "$1"; else printf null; fi; }
 
 # JOB ATTEMPT NODES START END RESUMED STATUS ACTION: append the attempt's line to the ledger, with
-# when srun returned (step_end) and rank 0's timeline (effnet.core.health) for the restart phases.
+# when srun started and returned (step_start, step_end) and rank 0's timeline (effnet.core.health) for
+# the restart phases. An attempt recorded by the next one (effnet_leftover) has no step_start.
 effnet_record() {
   local prev replayed=0 timeline
   prev=$(tail -n 1 "$EFFNET_LEDGER" 2>/dev/null | effnet_field last_step)
   case $prev in '' | null | *[!0-9]*) ;; *) [ "$prev" -le "$6" ] || replayed=$((prev - $6)) ;; esac
   timeline=$(head -n 1 "$EFFNET_HEALTH/{TIMELINE}" 2>/dev/null)
   case $timeline in '{'*'}') ;; *) timeline=null ;; esac
-  printf '{"job_id": "%s", "attempt": %s, "nodes": "%s", "start": %s, "end": %s, "cause": "%s", "resumed_from_step": %s, "last_step": %s, "steps_replayed": %s, "fault_rank": %s, "fault_node": %s, "exit_status": %s, "action": "%s", "error": %s, "step_end": %s, "timeline": %s, "detail": "%s"}\n' \
+  printf '{"job_id": "%s", "attempt": %s, "nodes": "%s", "start": %s, "end": %s, "cause": "%s", "resumed_from_step": %s, "last_step": %s, "steps_replayed": %s, "fault_rank": %s, "fault_node": %s, "exit_status": %s, "action": "%s", "error": %s, "step_start": %s, "step_end": %s, "timeline": %s, "detail": "%s"}\n' \
     "$1" "$2" "$3" "$4" "$5" "$cause" "$6" "${last_step:-null}" "$replayed" "${fault_rank:-null}" \
-    "$(effnet_jstr "$fault_node")" "${7:-null}" "$8" "$(effnet_jstr "$error")" "${step_end:-null}" "$timeline" \
+    "$(effnet_jstr "$fault_node")" "${7:-null}" "$8" "$(effnet_jstr "$error")" "${EFFNET_STEP_START:-null}" \
+    "${step_end:-null}" "$timeline" \
     "${detail//[\"\\]/}" >> "$EFFNET_LEDGER"
 }
 
@@ -259,7 +274,13 @@ effnet_leftover() {
   last_step=$(effnet_last_step) cause=killed fault_rank="" fault_node="" error="" step_end=""
   detail="its batch script was killed (scancel, a requeue from outside, a lost node)"
   node=$(effnet_down_node)
-  [ -z "$node" ] || effnet_lost_node "$node" "$end"
+  if [ -n "$node" ]; then
+    effnet_lost_node "$node" "$end"
+  else
+    node=$(effnet_restarted_node "$start")
+    [ -z "$node" ] || effnet_lost_node "$node" "$end"
+    detail="${detail/#"$node is down or not responding"/"$node was lost: its slurmd restarted during the attempt"}"
+  fi
   if [ "$cause" = killed ] && grep -qs '"reason": "signal"' "$EFFNET_HEALTH"/{STOP}*.json; then
     cause=preempted detail="checkpointed on a signal; then its batch script was killed"
   fi
@@ -288,6 +309,20 @@ effnet_begin() {
 '''
 
 
+# Before srun, when the ranks run in Pyxis containers: a requeued job keeps its id, and Pyxis names a
+# step's container after it (pyxis_JOB.STEP). One that an earlier attempt left (its slurmstepd died
+# with its node, so Pyxis never removed it) fails this attempt's step ("failed to create container
+# filesystem"), or would be reused. On every node of the attempt, outside any container, remove them.
+REMOVE_CONTAINERS = r'''effnet_remove_containers() {
+  # shellcheck disable=SC2016  # expanded by each node's bash, not here
+  timeout 120 srun --ntasks-per-node=1 --ntasks="$SLURM_JOB_NUM_NODES" --mpi=none --kill-on-bad-exit=0 bash -c '
+    enroot list 2>/dev/null | grep -E "^pyxis_${SLURM_JOB_ID}[._]" | while read -r c; do
+      if enroot remove -f "$c" >/dev/null 2>&1; then echo "effnet-slurm: $SLURMD_NODENAME: removed $c, left by an earlier attempt"
+      else echo "effnet-slurm: $SLURMD_NODENAME: could not remove $c, left by an earlier attempt" >&2; fi
+    done' || effnet_warn "could not look for containers left by earlier attempts on $SLURM_JOB_NODELIST"
+}'''
+
+
 def _fill(text: str) -> str:
     for key, value in (("{HEARTBEAT}", HEARTBEAT_PREFIX), ("{STOP}", STOP_PREFIX), ("{HANG}", HANG_RECORD),
                        ("{TIMELINE}", TIMELINE_FILENAME),
@@ -298,13 +333,16 @@ def _fill(text: str) -> str:
 
 def before_srun(spec, model_dir_word: str) -> list[str]:
     """Settings and functions, then the attempt's start and the watchdog: the lines before srun."""
-    return [*settings(spec, model_dir_word), "", _fill(BEFORE_SRUN).rstrip("\n"), "",
-            "effnet_begin",
+    containers = [REMOVE_CONTAINERS, "", "effnet_begin",
+                  '[ "$EFFNET_ATTEMPT" -eq 1 ] || effnet_remove_containers'] if spec.container_image else ["effnet_begin"]
+    return [*settings(spec, model_dir_word), "", _fill(BEFORE_SRUN).rstrip("\n"), "", *containers,
             "effnet_watchdog &",
             "EFFNET_WATCHDOG=$!",
             "# srun's own messages (which task failed first) also go to health/srun.err for the classifier.",
             'exec 3> >(tee -a "$EFFNET_HEALTH/srun.err" >&2)',
-            "EFFNET_TEE=$!"]
+            "EFFNET_TEE=$!",
+            "# From here to the ranks' start is srun's launch and, under Pyxis, the container's start.",
+            "EFFNET_STEP_START=$(date +%s.%3N)"]
 
 
 def after_srun() -> list[str]:

@@ -36,9 +36,26 @@ def slurm():
 @pytest.fixture(scope="session")
 def pyxis_cluster(slurm) -> dict:
     """The local cluster's recorded state (status --json) when Pyxis is on; skips with the reason when not."""
-    from tests.slurm_cluster import pyxis_session
+    from tests.pyxis_runs import pyxis_session
 
     return pyxis_session(slurm)
+
+
+@pytest.fixture(scope="session")
+def pyxis_profile(tmp_path_factory, pyxis_cluster) -> Path:
+    """The localpyxis profile with data and experiments in a temp dir (tests/pyxis_runs.py)."""
+    from tests.pyxis_runs import make_pyxis_profile
+
+    return make_pyxis_profile(tmp_path_factory, pyxis_cluster)
+
+
+@pytest.fixture(scope="session")
+def pyxis_baseline(slurm, pyxis_profile):
+    """The uninterrupted 2-node x 2-rank smoke_stages run on localpyxis, observed while it trained: the
+    Pyxis fault tests compare with its weights (Gloo and MPI may sum in different orders)."""
+    from tests.pyxis_runs import observed_baseline
+
+    return observed_baseline(pyxis_profile, slurm)
 
 
 @pytest.fixture(scope="session")

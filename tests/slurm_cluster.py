@@ -5,7 +5,6 @@ conftest.py, so one cluster and one test profile serve the whole Slurm session.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,6 @@ import pytest
 from effnet.core.health import HealthFiles
 from effnet.core.ledger import read_attempts
 from tests.runlogs import checkpoint_tensors, train_steps
-from tools.local_slurm import pyxis
 from tools.local_slurm.cluster import DEFAULT_DIR
 from tools.local_slurm.slurm_conf import Layout
 
@@ -161,38 +159,3 @@ def assert_same_weights(want_model_dir: Path, got_model_dir: Path) -> None:
     assert want.keys() == got.keys()
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-
-
-# ------------------------------------------------------------------ Pyxis
-
-
-def cluster_state(env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "tools.local_slurm", "status", "--json", "--dir", str(SLURM_DIR)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    return json.loads(out.stdout)
-
-
-def pyxis_session(env: dict) -> dict:
-    """The cluster's recorded state, when Pyxis is on; skips with the reason when it is not.
-    For the session fixture `pyxis_cluster` in conftest.py."""
-    state = cluster_state(env)
-    if not state.get("pyxis"):
-        pytest.skip(f"Pyxis is off on the local cluster: the vendored enroot and pyxis sources are not in "
-                    f"{pyxis.DEFAULT_VENDOR} (python -m tools.local_slurm up --vendor DIR)")
-    return state
-
-
-def slurmd_pids(state: dict) -> dict[str, int]:
-    return {name.removeprefix("slurmd-"): d["pid"] for name, d in state["daemons"].items()
-            if name.startswith("slurmd-") and state["running"][name]}
-
-
-def leftovers(state: dict) -> dict[str, list[str]]:
-    """Per node: its `pyxis_*` containers and the container mounts in its namespace."""
-    found = {}
-    for node, pid in slurmd_pids(state).items():
-        names = [n for n in pyxis.containers(pid) if n.startswith("pyxis_")]
-        mounts = [line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if "pyxis_" in line]
-        if names or mounts:
-            found[node] = names + mounts
-    return found

@@ -166,7 +166,7 @@ def test_signal_stop_records_requeue_under_max_requeues(job, left, cause):
     assert run.called("scontrol requeue 77") and not run.called("ExcNodeList")
 
 
-def test_the_ledger_line_carries_rank_0s_timeline_and_when_srun_returned(job):
+def test_the_ledger_line_carries_rank_0s_timeline_and_when_srun_started_and_returned(job):
     timeline = {"process_start": 100.5, "trainer_start": 110.0, "restored": 117.25, "first_batch": 121.0,
                 "first_step": 140.0, "signal": 200.0, "stop_record": 200.5}
     (job.prepared / "timeline.json").write_text(json.dumps(timeline) + "\n")
@@ -176,6 +176,7 @@ def test_the_ledger_line_carries_rank_0s_timeline_and_when_srun_returned(job):
     run = job.run(status=75)
     assert run.last["timeline"] == timeline
     assert before <= run.last["step_end"] <= run.last["end"] + 1 and run.last["step_end"] != int(run.last["step_end"])
+    assert run.last["start"] <= run.last["step_start"] <= run.last["step_end"]
 
 
 def test_a_garbled_timeline_is_recorded_as_null(job):
@@ -188,13 +189,14 @@ def test_restart_phases_split_a_restart_from_the_signal_to_the_first_resumed_ste
     rows = [{"job_id": "7", "attempt": 1, "start": 0, "end": 205, "step_end": 203.0, "cause": "preempted",
              "action": "requeue", "timeline": {"process_start": 2, "trainer_start": 10, "restored": 15,
                                               "first_step": 30, "signal": 200.0, "stop_record": 200.5}},
-            {"job_id": "7", "attempt": 2, "start": 220, "end": 400, "step_end": 399.0, "cause": "rank_crash",
+            {"job_id": "7", "attempt": 2, "start": 220, "end": 400, "step_start": 220.5, "step_end": 399.0,
+             "cause": "rank_crash",
              "action": "requeue", "timeline": {"process_start": 221, "trainer_start": 230, "restored": 236,
                                               "first_batch": 240, "first_step": 250}},
             {"job_id": "7", "attempt": 3, "start": 415, "end": 500, "step_end": None, "cause": "completed",
              "action": "stop", "timeline": None}]
     first, second = restart_phases(rows)
-    assert [first[name] for name, _, _ in RESTART_PHASES] == [0.5, 2.5, 2.0, 15.0, 1.0, 9.0, 6.0, 4.0, 10.0]
+    assert [first[name] for name, _, _ in RESTART_PHASES] == [0.5, 2.5, 2.0, 15.0, 0.5, 0.5, 9.0, 6.0, 4.0, 10.0]
     assert first["total"] == 50.0 and (first["attempt"], first["cause"]) == (1, "preempted")
     # A crash has no signal: its total runs from the step's end; the third attempt left no timeline.
     assert second["signal -> stop record"] is None and second["job end -> next start"] == 15.0
@@ -447,7 +449,8 @@ def test_status_prints_the_ledger_and_the_last_error(job):
                                  "submitted_at": "now", "executor": "local"})
     rows = [{"job_id": "77", "attempt": 1, "start": 100, "end": 160, "cause": "hang", "fault_rank": 3,
              "fault_node": "node2", "action": "requeue", "step_end": 158.5},
-            {"job_id": "77", "attempt": 2, "start": 200, "end": 230, "cause": "app_error", "action": "stop",
+            {"job_id": "77", "attempt": 2, "start": 200, "end": 230, "step_start": 200.25, "cause": "app_error",
+             "action": "stop",
              "error": "ValueError: bad \"shape\"", "timeline": {"process_start": 201, "trainer_start": 209,
                                                                 "restored": 212, "first_batch": 215,
                                                                 "first_step": 220.5}}]
@@ -459,4 +462,4 @@ def test_status_prints_the_ledger_and_the_last_error(job):
     assert any(" hang " in line and "rank 3 on node2" in line and "requeue" in line for line in lines), out.stdout
     assert 'last attempt ended on an application error: ValueError: bad "shape"' in lines
     restarts = lines[lines.index(next(line for line in lines if line.startswith("restarts"))) + 2]
-    assert restarts.split() == ["1", "hang", "-", "-", "1.5", "40.0", "1.0", "8.0", "3.0", "3.0", "5.5", "62.0"], lines
+    assert restarts.split() == ["1", "hang", "-", "-", "1.5", "40.0", "0.2", "0.8", "8.0", "3.0", "3.0", "5.5", "62.0"], lines

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.slurm_cluster import cluster_state, leftovers, slurmd_pids
+from tests.pyxis_runs import cluster_state, leftovers, slurmd_pids
 from tests.test_horovod import MPI_TCP, NO_MPI, probe_records
 from tools.local_slurm.image import MARKER, MARKER_TEXT, WORKDIR, container_mounts
 
@@ -35,7 +35,7 @@ def test_every_node_has_pmix_pyxis_and_a_namespace_of_its_own(slurm, pyxis_clust
     assert "pmix" in listed.stdout + listed.stderr
     assert "--container-image" in subprocess.run(["srun", "--help"], env=slurm, capture_output=True, text=True,
                                                  timeout=60).stdout
-    pids = slurmd_pids(pyxis_cluster)
+    pids = slurmd_pids(cluster_state(slurm))  # now: the lost-node test restarts a slurmd
     assert len(pids) == 4
     namespaces = {os.readlink(f"/proc/{pid}/ns/mnt") for pid in pids.values()}
     assert len(namespaces) == 4 and os.readlink("/proc/self/ns/mnt") not in namespaces

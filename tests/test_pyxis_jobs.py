@@ -14,79 +14,27 @@ from pathlib import Path
 
 import pytest
 
+from tests.pyxis_runs import cluster_state, leftovers
 from tests.runlogs import records, train_steps
-from tests.slurm_cluster import (ROOT, STAGES_STEPS, STAGES_TINY, attempts, cluster_state, experiment, heartbeats,
-                                 job_id_of, leftovers, sacct_states, submit, wait_done, wait_for_step)
-from tools.local_slurm.image import MARKER, MARKER_TEXT
+from tests.slurm_cluster import (ROOT, STAGES_STEPS, STAGES_TINY, attempts, experiment, job_id_of, sacct_states,
+                                 submit, wait_done)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
-@pytest.fixture(scope="module")
-def pyxis_profile(tmp_path_factory, pyxis_cluster) -> Path:
-    """localpyxis with data and experiments in a temp dir: only those two site values change."""
-    checkout = Path(pyxis_cluster["dir"]) / "host" / "checkout"
-    if checkout.resolve() != ROOT:
-        pytest.fail(f"the local cluster mounts the checkout {checkout.resolve()}, not {ROOT}: run "
-                    f"python -m tools.local_slurm up from this checkout")
-    tmp = tmp_path_factory.mktemp("pyxis")
-    subprocess.run([sys.executable, "-m", "tools.demo_data", str(tmp / "data"), "--no-mnist"], cwd=ROOT, check=True,
-                   capture_output=True, timeout=300)
-    text = (ROOT / "clusters" / "localpyxis.toml").read_text()
-    for old, new in (('name = "localpyxis"', 'name = "testpyxis"'),
-                     ('experiments_dir = "runs/experiments"', f'experiments_dir = "{tmp / "experiments"}"'),
-                     (f"{checkout}/runs/demo-data:/data:ro", f"{tmp / 'data'}:/data:ro")):
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp / "testpyxis.toml"
-    path.write_text(text)
-    return path
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
-
-
-def sees_marker(pid: int) -> bool:
-    """The process's own root holds the image's marker (read through /proc, whatever its namespace)."""
-    try:
-        return Path(f"/proc/{pid}/root{MARKER}").read_text().strip() == MARKER_TEXT
-    except OSError:
-        return False
-
-
-def batch_scripts(job_id: str) -> list[int]:
-    """PIDs of the job's batch script (Slurm runs it as `slurm_script`)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"slurm_script" in (proc / "cmdline").read_bytes() \
-                    and environ_of(int(proc.name)).get("SLURM_JOB_ID") == job_id:
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
-def test_a_localpyxis_job_runs_in_containers_to_completion(slurm, pyxis_profile):
-    proc = submit(pyxis_profile, "--nodes", "2", "smoke_stages", "--name", "e2e", "--no-wait", *STAGES_TINY, env=slurm)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    job = job_id_of(proc.stdout)
-    exp = experiment(pyxis_profile, "e2e")
-    model_dir = exp / "model"
-    wait_for_step(model_dir, (0, 2))
-    # While it trains: each rank (its heartbeat names its hvd.rank() and PID) runs in the image, with
-    # Slurm's and PMIx's rank equal to Horovod's; the batch script runs on the host.
-    ranks = {rank: (sees_marker(beat.pid), environ_of(beat.pid)) for rank, beat in heartbeats(model_dir).items()}
-    scripts = batch_scripts(job)
-    assert sorted(ranks) == [0, 1, 2, 3]
-    for rank, (inside, env) in ranks.items():
-        assert inside, f"rank {rank} does not run in the image"
+def test_a_localpyxis_job_runs_in_containers_to_completion(slurm, pyxis_baseline):
+    """The uninterrupted run the Pyxis fault tests compare with (conftest.py), as seen while it trained:
+    each rank (its heartbeat names its hvd.rank() and PID) ran in the image, with Slurm's and PMIx's
+    rank equal to Horovod's; the batch script ran on the host."""
+    run = pyxis_baseline
+    exp, job, model_dir = run.experiment, run.job, run.experiment / "model"
+    assert sorted(run.rank_environ) == [0, 1, 2, 3]
+    for rank, env in run.rank_environ.items():
+        assert run.ranks_in_image[rank], f"rank {rank} does not run in the image"
         assert env.get("SLURM_PROCID") == env.get("PMIX_RANK") == str(rank), (rank, env.get("PMIX_RANK"))
-    assert scripts and not any(sees_marker(pid) for pid in scripts)
+    assert run.scripts_in_image and not any(run.scripts_in_image)
 
-    assert wait_done(job, slurm) == ["COMPLETED"]
+    assert run.states == ["COMPLETED"]
     assert train_steps(model_dir) == STAGES_STEPS  # every step once
     params = [r["data"] for r in records(model_dir) if r["type"] == "LOG" and r["step"] == "PARAMETER"]
     assert params[0]["world_size"] == 4 and params[0]["controller"] == "mpi"

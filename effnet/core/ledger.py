@@ -104,14 +104,15 @@ def last_error(rows: list[dict]) -> str | None:
 
 
 # (name, (line, key), (line, key)): a restart's phases, each from one timestamp to the next; "prev" is
-# the attempt that ended, "next" the one that resumed; step_end, start and end are the batch script's,
-# the rest rank 0's timeline.
+# the attempt that ended, "next" the one that resumed; start, step_start (srun), step_end and end are
+# the batch script's, the rest rank 0's timeline. Under Pyxis, "srun -> process" is the container's start.
 RESTART_PHASES = (
     ("signal -> stop record", ("prev", "signal"), ("prev", "stop_record")),
     ("stop record -> step end", ("prev", "stop_record"), ("prev", "step_end")),
     ("step end -> job end", ("prev", "step_end"), ("prev", "end")),
     ("job end -> next start", ("prev", "end"), ("next", "start")),
-    ("next start -> process", ("next", "start"), ("next", "process_start")),
+    ("next start -> srun", ("next", "start"), ("next", "step_start")),
+    ("srun -> process", ("next", "step_start"), ("next", "process_start")),
     ("process -> trainer", ("next", "process_start"), ("next", "trainer_start")),
     ("trainer -> restored", ("next", "trainer_start"), ("next", "restored")),
     ("restored -> first batch", ("next", "restored"), ("next", "first_batch")),
@@ -120,7 +121,7 @@ RESTART_PHASES = (
 
 
 def _when(row: dict, key: str) -> float | None:
-    value = row.get(key) if key in ("start", "end", "step_end") else (row.get("timeline") or {}).get(key)
+    value = row.get(key) if key in ("start", "end", "step_start", "step_end") else (row.get("timeline") or {}).get(key)
     return float(value) if isinstance(value, (int, float)) else None
 
 
