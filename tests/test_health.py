@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from effnet.core.health import HealthFiles, launched_rank
-from effnet.train.health import ERROR_LINE_CHARS, Heartbeat, error_line, write_app_error, write_stop
+from effnet.train.health import (ERROR_LINE_CHARS, Heartbeat, error_line, process_start_time, write_app_error,
+                                 write_stop)
 from tests.checkpoint_worker import build, values
 from tests.conftest import ROOT
 
@@ -68,6 +69,19 @@ def test_a_stop_record_that_cannot_be_written_is_reported_not_raised(tmp_path, c
     (tmp_path / "health").write_text("a file where the directory should be")
     write_stop(Heartbeat(tmp_path, rank=0), "completed")
     assert "could not write" in capsys.readouterr().err
+
+
+def test_process_start_time_is_when_the_process_started_to_a_tenth_of_a_second():
+    """The restart phase srun -> process (a container's start) is often under a second: whole seconds
+    (the boot time in /proc/stat) put the start up to a second early."""
+    code = "from effnet.train.health import process_start_time; print(process_start_time())"
+    for _ in range(3):
+        before = time.time()
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                               cwd=Path(__file__).resolve().parents[1])
+        started = float(child.stdout)
+        assert before - 0.1 <= started <= before + 1.0, (before, started)
+    assert process_start_time() <= time.time()
 
 
 def test_launched_rank_reads_the_launchers_variables():

@@ -102,13 +102,15 @@ class Heartbeat:
 
 
 def process_start_time() -> float:
-    """When this process started (Linux /proc), so the timeline counts interpreter start and imports too."""
+    """When this process started (Linux /proc), so the timeline counts interpreter start and imports too.
+
+    Its age from /proc/uptime (hundredths), not the boot time in /proc/stat (whole seconds): the restart
+    phase before it, srun's start to the process (a container's start under Pyxis), is often under one."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 3)
-    except (OSError, ValueError, IndexError, StopIteration):
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK")), 3)
+    except (OSError, ValueError, IndexError):
         return round(time.time(), 3)
 
 
