@@ -8,7 +8,8 @@ ratio against its same-run reference:
     P1  training step (ours, EMA and metrics)     vs Keras fit                  target >= 0.95
     P2  train input pipeline                      vs decode-only                target >= 0.6
     P3  inference throughput / p50 latency @1     vs Keras predict              target >= 1.0
-    P4  submit -> first step, preemption -> resumed step and its phases, steps lost (local Slurm, median of 3)
+    P4  submit -> first step, preemption -> resumed step and its phases, steps lost (local Slurm, median of 3),
+        on localslurm and localpyxis side by side, and what the container adds
     P5  rank SIGKILL / SIGSTOP -> resumed step, steps replayed per fault (local Slurm)
     P6  XLA step's compile vs its load from the persistent cache by a resumed attempt (B0, CPU)
     --  convergence: B0 on MNIST-5k over seeds 0-3, worst and median top-1   target >= 97%, >= 98%, 600 s each
@@ -29,8 +30,8 @@ from pathlib import Path
 
 FIGURES = ("p1p3", "p2", "p4", "p5", "p6", "convergence")
 # Targets of figures whose JSON key does not carry one (issue "Restart cost": P4 on the local Slurm profile).
-TARGETS = {"P4 seconds from submit to the first training step": "<= 30",
-           "P4 seconds from the preemption to the resumed step": "<= 35"}
+TARGETS = {"P4 localslurm: seconds from submit to the first training step": "<= 30",
+           "P4 localslurm: seconds from the preemption to the resumed step": "<= 35"}
 
 
 def machine() -> dict:

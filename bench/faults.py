@@ -21,8 +21,8 @@ from pathlib import Path
 
 from effnet.core.ledger import ledger_for_model_dir, read_attempts
 
-from .slurm_jobs import (TINY_MODEL, bench_main, job_finished, logged_steps, rank_pid, resumed_steps, run_log,
-                         submit_smoke, wait_until, write_profile)
+from .slurm_jobs import (TINY_MODEL, bench_main, job_finished, logged_steps, model_dir_of, rank_pid, resumed_steps,
+                         run_log, submit_smoke, wait_until, write_profile)
 
 STEPS_PER_EPOCH = 15
 OVERRIDES = [TINY_MODEL, "augmenter_name=none", "max_epochs=3", f"steps_per_epoch={STEPS_PER_EPOCH}"]
@@ -39,7 +39,7 @@ def _reached(model_dir: Path, step: int, resumes: int):
 def measure(work: Path, env: dict) -> dict:
     profile = write_profile(work)
     stall_s = tomllib.loads(profile.read_text())["stall_timeout_s"]
-    model_dir = work / "p5" / "model"
+    model_dir = model_dir_of(profile, "p5")
     job = submit_smoke(profile, "p5", OVERRIDES, env)
     seconds = []
     for resumes, (sig, rank, step) in enumerate(FAULTS):

@@ -1,8 +1,8 @@
 """Jobs on the local Slurm cluster for the benches that measure the launcher (P4, P5).
 
-One place for what those benches share: where the cluster is, a profile that keeps their data and
-experiments in a scratch directory, submitting a tiny smoke run, and reading its log and health
-files as it trains.
+One place for what those benches share: where the cluster is and whether Pyxis is on, a profile of
+either local path (localslurm, localpyxis) that keeps their data and experiments in a scratch
+directory, submitting a tiny smoke run, and reading its log and health files as it trains.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -27,30 +28,57 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = "mparams=num_classes=3,sync_batch_norm=false,width_coefficient=0.25,depth_coefficient=0.25"
 
 
-def local_slurm_env() -> dict[str, str] | None:
-    """The environment for Slurm's commands while the local cluster is up (None when it is not), as
-    `tools.local_slurm status --json` reports it: that tool alone knows where its cluster lives, and
-    benches do not import tools."""
+def local_slurm_state() -> dict | None:
+    """`tools.local_slurm status --json` while the local cluster is up (None when it is not): that tool
+    alone knows where its cluster lives, and benches do not import tools."""
     out = subprocess.run([sys.executable, "-m", "tools.local_slurm", "status", "--json"], cwd=ROOT,
                          capture_output=True, text=True).stdout
     try:
         state = json.loads(out)
     except ValueError:
         return None
-    if not state.get("up"):
-        return None
+    return state if state.get("up") else None
+
+
+def local_slurm_env(state: dict) -> dict[str, str]:
+    """The environment for Slurm's commands on the local cluster."""
     return {**os.environ, "SLURM_CONF": str(state["conf"]), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def write_profile(work: Path) -> Path:
-    """The shipped localslurm profile, with the shipped photos and the experiments under `work`."""
-    subprocess.run([sys.executable, "-m", "tools.demo_data", str(work / "data"), "--no-mnist"], cwd=ROOT, check=True,
-                   capture_output=True)
-    text = (ROOT / "clusters" / "localslurm.toml").read_text().replace('name = "localslurm"', 'name = "benchslurm"')
-    text = text.replace('data_dir = "runs/demo-data"', f'data_dir = "{work / "data"}"')
-    profile = work / "bench.toml"
-    profile.write_text(text.replace('experiments_dir = "runs/experiments"', f'experiments_dir = "{work}"'))
+def _replaced(text: str, *pairs: tuple[str, str]) -> str:
+    for old, new in pairs:
+        if old not in text:
+            raise ValueError(f"the shipped profile no longer has {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def write_profile(work: Path, path: str = "localslurm") -> Path:
+    """The shipped `path` profile (localslurm or localpyxis), with the shipped photos and the
+    experiments under `work`: only those site values change, so both paths run the same job."""
+    data = work / "data"
+    if not data.is_dir():
+        subprocess.run([sys.executable, "-m", "tools.demo_data", str(data), "--no-mnist"], cwd=ROOT, check=True,
+                       capture_output=True)
+    text = _replaced((ROOT / "clusters" / f"{path}.toml").read_text(), (f'name = "{path}"', f'name = "bench{path}"'),
+                     ('experiments_dir = "runs/experiments"', f'experiments_dir = "{work / path}"'))
+    if path == "localpyxis":
+        state = local_slurm_state() or {}
+        checkout = Path(state.get("dir", "/nonexistent")) / "host" / "checkout"
+        if checkout.resolve() != ROOT:
+            raise SystemExit(f"bench: the local cluster's containers mount {checkout.resolve()}, not {ROOT}: "
+                             f"run python -m tools.local_slurm up from this checkout")
+        text = _replaced(text, (f"{checkout}/runs/demo-data:/data:ro", f"{data}:/data:ro"))
+    else:
+        text = _replaced(text, ('data_dir = "runs/demo-data"', f'data_dir = "{data}"'))
+    profile = work / f"bench{path}.toml"
+    profile.write_text(text)
     return profile
+
+
+def model_dir_of(profile: Path, name: str) -> Path:
+    """Where the experiment `name` submitted with `profile` keeps its model directory."""
+    return Path(tomllib.loads(profile.read_text())["experiments_dir"]) / name / "model"
 
 
 def submit_smoke(profile: Path, name: str, overrides: list[str], env: dict) -> str:
@@ -102,10 +130,11 @@ def bench_main(module: str, doc: str, measure: Callable[[Path, dict], dict], arg
     parser = argparse.ArgumentParser(prog=f"python -m bench.{module}", description=doc.split("\n\n")[0])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    env = local_slurm_env()
-    if env is None:
+    state = local_slurm_state()
+    if state is None:
         print(f"bench.{module}: no local Slurm is up; run python -m tools.local_slurm up as root", file=sys.stderr)
         return 2
+    env = local_slurm_env(state)
     with tempfile.TemporaryDirectory() as tmp:
         figures = measure(Path(tmp), env)
     report_figures(figures, args.json, digits=1)

@@ -169,14 +169,18 @@ def test_readme_results_section_is_rewritten_between_markers(tmp_path):
 
 def test_bench_table_shows_each_figure_against_its_target():
     from bench.__main__ import summary_rows
-    results = {"p4": {"P4 seconds from submit to the first training step": 36.0,
-                      "P4 seconds from the preemption to the resumed step": 53.0, "P4 steps lost per preemption": 0.0},
+    results = {"p4": {"P4 localslurm: seconds from submit to the first training step": 36.0,
+                      "P4 localslurm: seconds from the preemption to the resumed step": 53.0,
+                      "P4 localslurm: steps lost per preemption": 0.0,
+                      "P4 localpyxis: seconds from submit to the first training step": 49.5},
                "convergence": {"runs": [{}] * 4, "worst_top1": 0.964, "median_top1": 0.976, "max_seconds": 320.4},
                "p5": {"error": "local Slurm is down"}}
     rows = {(figure, what): (value, target) for figure, what, value, target in summary_rows(results)}
-    assert rows[("P4", "seconds from submit to the first training step")] == ("36.0", "<= 30")
-    assert rows[("P4", "seconds from the preemption to the resumed step")] == ("53.0", "<= 35")
-    assert rows[("P4", "steps lost per preemption")] == ("0.0", "")
+    assert rows[("P4", "localslurm: seconds from submit to the first training step")] == ("36.0", "<= 30")
+    assert rows[("P4", "localslurm: seconds from the preemption to the resumed step")] == ("53.0", "<= 35")
+    assert rows[("P4", "localslurm: steps lost per preemption")] == ("0.0", "")
+    # The targets are localslurm's (issue "Restart cost"); the container path is measured beside it.
+    assert rows[("P4", "localpyxis: seconds from submit to the first training step")] == ("49.5", "")
     assert rows[("--", "convergence: B0 MNIST-5k top-1 over 4 seeds: worst, median; slowest")] == (
         "96.4%, 97.6%; 320 s", ">= 97%, >= 98%; <= 600 s")
     assert rows[("p5", "did not run")] == ("local Slurm is down", "")
