@@ -43,8 +43,10 @@ MPI_TCP = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,tcp", "OMPI_MCA_btl_tcp_
 
 
 def probe_records(stdout: str) -> dict[int, dict]:
-    """Rank -> the `HVD_PROBE` record it printed (tools.hvd_probe)."""
-    records = [json.loads(line.split("HVD_PROBE ", 1)[1]) for line in stdout.splitlines() if "HVD_PROBE " in line]
+    """Rank -> the `HVD_PROBE` record it printed (tools.hvd_probe). mpirun forwards each rank's output
+    as it comes, so one rank's record may follow another's on the same line: each is read where it begins."""
+    decoder = json.JSONDecoder()
+    records = [decoder.raw_decode(part)[0] for part in stdout.split("HVD_PROBE ")[1:]]
     return {r["rank"]: r for r in records}
 
 
