@@ -107,7 +107,7 @@ effnet_classify() {
   # A lost node: srun says so, or sinfo; the other ranks' errors followed.
   f=$(sed -nE 's/^srun: error: Node failure on ([^ ]+).*/\1/p' "$EFFNET_HEALTH/srun.err" 2>/dev/null | head -n 1)
   f=${f:-$(effnet_down_node)}
-  if [ -n "$f" ]; then effnet_lost_node "$f" "$2" "$first"; return; fi
+  if [ -n "$f" ]; then effnet_lost_node "$f" "is down or not responding" "$2" "$first"; return; fi
   if [ -f "$EFFNET_HEALTH/{HANG}" ]; then
     t=$(effnet_field time < "$EFFNET_HEALTH/{HANG}")
     if [ -n "$app_time" ] && [ "$app_time" -le "$t" ]; then effnet_app_error "$app_rank"; return; fi

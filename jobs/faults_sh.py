@@ -217,13 +217,13 @@ effnet_restarted_node() {
     done
 }
 
-# NODE END [RANK]: the attempt lost NODE; the rank at fault is RANK when it ran there (srun saw it fail
-# first), else the rank there whose heartbeat went quiet first.
+# NODE WHY END [RANK]: the attempt lost NODE (WHY says how it was seen); the rank at fault is RANK when it
+# ran there (srun saw it fail first), else the rank there whose heartbeat went quiet first.
 effnet_lost_node() {
   local how ranks hb rank
-  cause=node_failure fault_node=$1 fault_rank="" detail="$1 is down or not responding"
-  IFS=$'\t' read -r how ranks hb < <(effnet_culprits "$2" "$(effnet_stopped_ranks)" -1)
-  for rank in ${3:-} ${ranks//,/ }; do
+  cause=node_failure fault_node=$1 fault_rank="" detail="$1 $2"
+  IFS=$'\t' read -r how ranks hb < <(effnet_culprits "$3" "$(effnet_stopped_ranks)" -1)
+  for rank in ${4:-} ${ranks//,/ }; do
     [ "$(effnet_node_of "$rank")" = "$1" ] || continue
     fault_rank=$rank detail="$detail; rank $rank there stopped first"
     break
@@ -267,20 +267,15 @@ effnet_used() {
 
 # The previous attempt's batch script was killed before it recorded the attempt: record it now.
 effnet_leftover() {
-  local job attempt start resumed nodes end node
+  local job attempt start resumed nodes end node why
   read -r job attempt start resumed nodes < "$EFFNET_HEALTH/attempt"
   effnet_set_hosts "$nodes"
   end=$(effnet_heartbeats | awk -v m="$start" '$7 > m { m = $7 } END { print m }')
   last_step=$(effnet_last_step) cause=killed fault_rank="" fault_node="" error="" step_end=""
   detail="its batch script was killed (scancel, a requeue from outside, a lost node)"
-  node=$(effnet_down_node)
-  if [ -n "$node" ]; then
-    effnet_lost_node "$node" "$end"
-  else
-    node=$(effnet_restarted_node "$start")
-    [ -z "$node" ] || effnet_lost_node "$node" "$end"
-    detail="${detail/#"$node is down or not responding"/"$node was lost: its slurmd restarted during the attempt"}"
-  fi
+  node=$(effnet_down_node) why="is down or not responding"
+  [ -n "$node" ] || node=$(effnet_restarted_node "$start") why="was lost: its slurmd restarted during the attempt"
+  [ -z "$node" ] || effnet_lost_node "$node" "$why" "$end"
   if [ "$cause" = killed ] && grep -qs '"reason": "signal"' "$EFFNET_HEALTH"/{STOP}*.json; then
     cause=preempted detail="checkpointed on a signal; then its batch script was killed"
   fi
