@@ -6,6 +6,7 @@ cluster, so `--dry-run` prints exactly the script a real submission hands to sba
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from jobs.recipes import Recipe, ResolvedRecipe, resolve
 from jobs.render import JobSpec, render_sbatch
 
 SUBMITIT_COMMAND = ("-u", "-m", "submitit.core._submit")
+HOST_SIDE = Path(__file__).resolve().parent / "host"
+# Raw .sub scripts run the host side of the checkout they were submitted from.
+SUBMIT_DIR_HOST_SIDE = "${SLURM_SUBMIT_DIR}/jobs/host"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ def build_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: Experim
         gpus_per_node=profile.gpus_per_node, mem_per_node_gb=profile.mem_per_node_gb,
         time_limit_min=time_limit_min, signal=profile.signal, signal_delay_s=profile.signal_delay_s,
         max_requeues=profile.max_requeues, model_dir=str(resolved.trainer_flags.get("model_dir", "")),
+        host_side=str(paths.host_side) if paths else SUBMIT_DIR_HOST_SIDE,
         max_fault_requeues=profile.max_fault_requeues,
         # Only the training modes beat a heartbeat: the others run without a watchdog.
         stall_timeout_s=profile.stall_timeout_s if trains else 0,
@@ -171,6 +176,9 @@ def submit(prepared: PreparedJob):
 
     prepared.paths.model_dir.mkdir(parents=True, exist_ok=True)
     prepared.paths.submitit_dir.mkdir(parents=True, exist_ok=True)
+    # Every attempt of the job runs this copy, whatever happens to the checkout meanwhile.
+    shutil.copytree(HOST_SIDE, prepared.paths.host_side, ignore=shutil.ignore_patterns("__pycache__"),
+                    dirs_exist_ok=True)
     executor = make_executor(prepared)
     job = executor.submit(RankTask(prepared.resolved.trainer_flags, prepared.profile.launch))
     prepared.paths.record_submission({

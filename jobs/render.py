@@ -7,11 +7,11 @@ task) and the raw `sbatch/*.sub` files (whose command runs `python -m jobs.task`
   `--requeue` and `--open-mode=append`;
 - the environment, then one `srun` with the Pyxis container flags on the srun line (a
   containerised batch script could not run srun or scontrol);
-- around srun, on the host, the fault handling of `jobs.faults_sh`: a watchdog that ends a hung
-  step, then a classifier that tells a preemption or time limit, a finished run, a bug, a crashed
-  rank, a hang and a lost node apart from the ranks' health files, records the attempt in the
-  ledger and requeues by cause. `scontrol` is missing inside containers, which is why this
-  cannot live in the task.
+- around srun, on the host, calls to `jobs.host` (run with the host's python3): `begin`, a
+  `watchdog` beside srun that ends a hung step, and `end`, which tells a preemption or time limit,
+  a finished run, a bug, a crashed rank, a hang and a lost node apart from the ranks' health
+  files, records the attempt in the ledger and requeues by cause. `scontrol` is missing inside
+  containers, which is why this cannot live in the task.
 
 Every value is shell-quoted, so a profile value can never run as a command.
 """
@@ -21,7 +21,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from jobs import faults_sh
+from effnet.core.health import HEALTH_DIRNAME
+from effnet.core.ledger import FAULT_CAUSES, SIGNAL_CAUSES
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class JobSpec:
     signal: str
     signal_delay_s: int
     max_requeues: int
-    model_dir: str = ""  # the trainer's; its health/ and the attempt ledger next to it (jobs.faults_sh)
+    model_dir: str = ""  # the trainer's; its health/ and the attempt ledger next to it (jobs.host)
+    host_side: str = ""  # the directory of the `jobs.host` package the batch script runs
     max_fault_requeues: int = 3
     stall_timeout_s: int = 0  # 0: no watchdog (modes that do not train write no heartbeat)
     first_step_grace_s: int = 0
@@ -115,11 +117,31 @@ def _quote_expanding(word: str) -> str:
     return "".join(f'"{p}"' if i % 2 else _quote(p) for i, p in enumerate(parts) if p)
 
 
+def host_side_lines(spec: JobSpec, model_dir_word: str, helper_word: str) -> list[str]:
+    """The bash array `attempt`: `python3 DIR` and the options every call of `jobs.host` takes: where the
+    health files are, the watchdog's limits, which causes requeue with their budgets (effnet.core.ledger's
+    groups), one group a line."""
+    poll = max(1, min(5, spec.stall_timeout_s // 8))
+    groups = [[f"--tasks-per-node={spec.tasks_per_node}", f"--stall-s={spec.stall_timeout_s}",
+               f"--grace-s={spec.first_step_grace_s}", f"--poll-s={poll}", f"--signal-delay-s={spec.signal_delay_s}"],
+              [f"--requeue={','.join(SIGNAL_CAUSES)}={spec.max_requeues}",
+               f"--fault-requeue={','.join(FAULT_CAUSES)}={spec.max_fault_requeues}"],
+              [f"--task-error={spec.task_error}"] if spec.task_error else [],
+              ["--containers"] if spec.container_image else []]
+    # Quoted when a comma is in them too: shellcheck takes a comma in an array for a mistaken separator.
+    lines = [f"attempt=(python3 {helper_word} --model-dir {model_dir_word}"]
+    lines += ["  " + " ".join(_quote(w) if _quote(w) != w or "," not in w else f"'{w}'" for w in group)
+              for group in groups if group]
+    lines[-1] += ")"
+    return lines
+
+
 def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozenset[int] = frozenset()) -> str:
     """The complete batch script. `command` words are quoted, except indexes in `raw_command_words`,
     which the caller has built to expand Slurm variables (they go in double quotes)."""
-    if not spec.model_dir:
-        raise ValueError("JobSpec.model_dir is required: the batch script reads the ranks' health files there")
+    if not spec.model_dir or not spec.host_side:
+        raise ValueError("JobSpec.model_dir and host_side are required: the batch script runs jobs.host on the "
+                         "ranks' health files")
     lines = ["#!/bin/bash"]
     lines += [f"# {line}" if line else "#" for line in spec.header]
     lines += [f"#SBATCH --{k}" if v is None else f"#SBATCH --{k}={_quote(v)}" for k, v in sbatch_directives(spec)]
@@ -127,10 +149,20 @@ def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozense
     for name, value in spec.env.items():
         lines.append(f"export {name}={_quote(value)}")
     lines += [
-        'restarts="${SLURM_RESTART_COUNT:-0}"',
-        'echo "effnet-slurm: job ${SLURM_JOB_ID} attempt $((restarts + 1)) on ${SLURM_JOB_NODELIST}"',
         "",
-        *faults_sh.before_srun(spec, _quote_expanding(spec.model_dir)),
+        "# On the host, beside the ranks (jobs/host): begin, a watchdog beside srun, end (classify, ledger, requeue).",
+        f"model_dir={_quote_expanding(spec.model_dir)}",
+        *host_side_lines(spec, '"$model_dir"', _quote_expanding(spec.host_side)),
+        'echo "effnet-slurm: job ${SLURM_JOB_ID} attempt $((${SLURM_RESTART_COUNT:-0} + 1)) on ${SLURM_JOB_NODELIST}"',
+        '[ -d "${attempt[1]}" ] || { echo "effnet-slurm: ${attempt[1]} is missing: submit .sub scripts from the '
+        'effnet-slurm checkout" >&2; exit 2; }',
+        '"${attempt[@]}" begin || exit',
+        '"${attempt[@]}" watchdog &',
+        "watchdog=$!",
+        "# srun's own messages (which task failed first) also go to health/srun.err, for `end`.",
+        f'exec 3> >(tee -a "$model_dir/{HEALTH_DIRNAME}/srun.err" >&2)',
+        "tee=$!",
+        "step_start=$(date +%s.%3N)",
         "",
     ]
     cmd = [f'"{w}"' if i in raw_command_words else _quote(w) for i, w in enumerate(command)]
@@ -139,5 +171,11 @@ def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozense
     split = command.index("--") + 1 if "--" in command else len(cmd)
     parts = [" ".join(srun[:4]), *srun[4:], " ".join(cmd[:split]), *("    " + w for w in cmd[split:]), "2>&3"]
     lines.append(" \\\n    ".join(parts))
-    lines += ["status=$?", "", *faults_sh.after_srun(), ""]
+    lines += ["status=$?",
+              "step_end=$(date +%s.%3N)",
+              'kill "$watchdog" 2>/dev/null',
+              "exec 3>&-",
+              'wait "$watchdog" "$tee" 2>/dev/null',
+              'exec "${attempt[@]}" end "$status" --step-start="$step_start" --step-end="$step_end"',
+              ""]
     return "\n".join(lines)

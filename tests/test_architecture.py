@@ -23,7 +23,7 @@ MAX_FUNCTION_LINES = 60
 @pytest.mark.parametrize("module", ["effnet.core.config", "effnet.core.stages", "effnet.core.runlog",
                                     "effnet.core.results", "effnet.core.dllogger", "effnet.core.paths",
                                     "effnet.core.exits", "effnet.core.ledger", "jobs.submit", "jobs.status", "jobs.logs",
-                                    "jobs.cancel", "jobs.render", "jobs.faults_sh", "jobs.subfiles"])
+                                    "jobs.cancel", "jobs.render", "jobs.host.attempt", "jobs.subfiles"])
 def test_importing_loads_no_ml_framework(module):
     code = (f"import sys, {module}; "
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))")

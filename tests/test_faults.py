@@ -92,7 +92,7 @@ class FakeJob:
         self.spec = JobSpec(job_name="t", nodes=2, tasks_per_node=2, cpus_per_task=1, gpus_per_node=0,
                             mem_per_node_gb=0, time_limit_min=10, signal="USR2", signal_delay_s=60, max_requeues=3,
                             partition="debug", model_dir=str(self.model_dir), max_fault_requeues=2,
-                            stall_timeout_s=60, first_step_grace_s=120)
+                            stall_timeout_s=60, first_step_grace_s=120, host_side=str(ROOT / "jobs" / "host"))
 
     def heartbeat(self, rank: int, progress: int, step: int, age_s: float = 1.0, later: bool = False) -> None:
         path = (self.later if later else self.prepared) / f"heartbeat.rank{rank}"
@@ -417,7 +417,8 @@ def test_an_attempt_killed_from_outside_is_recorded_by_the_next(job):
     """The batch script died with its node: the next attempt records it from the health files."""
     health = job.model_dir / "health"
     health.mkdir(parents=True)
-    (health / "attempt").write_text(f"77 1 {int(time.time()) - 100} 0 node[3-4]\n")
+    (health / "attempt.json").write_text(json.dumps({"job_id": "77", "attempt": 1, "start": int(time.time()) - 100,
+                                                     "nodes": "node[3-4]", "resumed": 0}))
     for rank, age in ((0, 2), (1, 2), (2, 50), (3, 2)):
         path = health / f"heartbeat.rank{rank}"
         path.write_text(f"10 5 h {rank} 0\n")

@@ -193,7 +193,7 @@ def test_show_prints_the_resolved_recipe():
 def _spec(**changes) -> JobSpec:
     base = JobSpec(job_name="t", nodes=2, tasks_per_node=2, cpus_per_task=1, gpus_per_node=0, mem_per_node_gb=0,
                    time_limit_min=10, signal="USR2", signal_delay_s=60, max_requeues=3, partition="debug",
-                   model_dir="/experiments/t/model")
+                   model_dir="/experiments/t/model", host_side="/experiments/t/host")
     return dataclasses.replace(base, **changes)
 
 
@@ -240,6 +240,8 @@ def test_submitit_hands_sbatch_the_golden_script(tmp_path, monkeypatch, cluster,
     assert text == prepared.sbatch_text()
     assert text.replace(str(tmp_path / "experiments"), str(real_root)) == (
         GOLDEN / f"{cluster}_{recipe}_{nodes}n.sbatch").read_text()
+    # The host side the script runs is the job's own copy, made at submit.
+    assert (prepared.paths.host_side / "attempt.py").read_text() == (ROOT / "jobs" / "host" / "attempt.py").read_text()
     last = job.task(job.num_tasks - 1)
     assert (last.paths.stdout, last.paths.stderr) == (
         prepared.paths.task_log("4242", job.num_tasks - 1), prepared.paths.task_log("4242", job.num_tasks - 1, "err"))
@@ -297,7 +299,8 @@ def test_dry_run_shows_stages_requeue_and_pyxis_on_srun():
     for flag in ("--container-image=", "--container-mounts=", "--container-workdir=", "--container-writable",
                  "--no-container-mount-home", "--mpi=pmix"):
         assert flag in srun
-    assert 'scontrol requeue "$SLURM_JOB_ID"' in text.split("status=$?")[1]
+    assert 'exec "${attempt[@]}" end "$status"' in text.split("status=$?")[1]
+    assert "'--requeue=preempted,time_limit=50' '--fault-requeue=rank_crash,hang,node_failure=3'" in text
 
 
 def _pyxis_words(text: str) -> list[str]:
@@ -403,7 +406,8 @@ def test_fault_fields_reach_the_script_and_the_trainer(tmp_path):
     assert (bench.spec.stall_timeout_s, bench.spec.first_step_grace_s) == (0, 0)  # no heartbeat outside training
     assert train.spec.model_dir == str(train.paths.model_dir)
     text = train.sbatch_text()
-    assert f"EFFNET_MODEL_DIR={train.paths.model_dir}" in text and "EFFNET_STALL_S=60 EFFNET_GRACE_S=120" in text
+    assert f"model_dir={train.paths.model_dir}\n" in text and " --stall-s=60 --grace-s=120 " in text
+    assert f"attempt=(python3 {train.paths.host_side} " in text
     assert "srun --unbuffered --open-mode=append --kill-on-bad-exit=1" in text
 
 

@@ -31,10 +31,10 @@ def rendered(name: str, tmp_path: Path) -> str:
 
 
 def shape(text: str, python: str) -> list[str]:
-    """The script with every site value masked: option values, numbers, the interpreter; exported
+    """The script with every site value masked: option values, numbers, the ranks' interpreter; exported
     transport variables and site-switched options left out."""
     out = []
-    for line in text.replace(python, "PYTHON").splitlines():
+    for line in text.replace(f"{python} -u ", "PYTHON -u ").splitlines():
         if line.startswith("export ") or any(f"--{option}" in line for option in SITE_SWITCHED):
             continue
         line = re.sub(r"(--[a-z-]+)=\S+", r"\1=V", line)

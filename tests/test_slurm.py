@@ -89,8 +89,9 @@ def test_raw_sub_script_runs_with_plain_sbatch(slurm, profile, tmp_path):
     overrides = dict(arg.split("=", 1) for arg in TINY[1::2])
     script = tmp_path / "run_smoke.sub"
     script.write_text(render_sub(str(profile), "smoke", overrides))
-    job = subprocess.run(["sbatch", "--parsable", "-N", "1", str(script)], cwd=tmp_path, env=slurm,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    # As a user does: from the checkout, whose jobs/host the script runs.
+    job = subprocess.run(["sbatch", "--parsable", "-N", "1", "-o", str(tmp_path / "effnet-%x-%j.out"), str(script)],
+                         cwd=ROOT, env=slurm, capture_output=True, text=True, check=True).stdout.strip()
     assert wait_done(job, slurm) == ["COMPLETED"], (tmp_path / f"effnet-effnet-smoke-{job}.out").read_text()[-3000:]
     model_dir = profile.parent / "experiments" / "smoke-testslurm-1n" / "model"
     assert train_steps(model_dir) == EXPECTED_STEPS

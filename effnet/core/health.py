@@ -1,8 +1,8 @@
 """How a running attempt tells the batch script it is alive, and why it stopped.
 
-Both sides of the contract live here: the trainer writes these files under its model_dir, and
-`jobs.render` names the same files in the batch script, whose watchdog and classifier read them
-on the host (with shell tools only, so they also work beside a Pyxis container).
+The trainer writes these files under its model_dir; the batch script's host side (`jobs.host`,
+run with the host's python3 beside the containers) reads them with `json` and a split, under the
+same names (a test pins them).
 
     <model_dir>/health/heartbeat.rank<N>   one line, rewritten every few seconds by a thread of rank N:
                                            "<progress> <global_step> <host> <pid> <unix time>"
@@ -94,8 +94,6 @@ def launched_rank(environ: Mapping[str, str]) -> int:
 
 
 def stop_record(reason: StopReason, rank: int, host: str, global_step: int | None, **extra) -> str:
-    """One JSON line; the batch script greps `"reason": "<reason>"`, so keep json.dumps' separators.
-
-    `global_step` is None (null) where the rank stops before it knows one."""
+    """One JSON line. `global_step` is None (null) where the rank stops before it knows one."""
     return json.dumps({"reason": reason, "rank": rank, "host": host, "global_step": global_step,
                        "time": round(time.time(), 3), **extra}) + "\n"

@@ -1,7 +1,6 @@
 """The attempt ledger: one JSON line per attempt of a job, appended by the batch script.
 
-The batch script (`jobs.faults_sh`, run on the host with shell tools only) writes it after each
-attempt; `python -m jobs.status` reads it back here. It lives next to the trainer's model_dir:
+The batch script (`jobs.host`, run on the host with its python3) writes it after each attempt; `python -m jobs.status` reads it back here. It lives next to the trainer's model_dir:
 
     <experiment>/attempts.jsonl     (ExperimentPaths.attempts; raw .sub jobs: <model_dir>/../)
 
@@ -40,6 +39,11 @@ FAULT_CAUSES = ("rank_crash", "hang", "node_failure")
 # "killed": the batch script itself was killed before it could record the attempt (scancel, an
 # external requeue, a preemption past its grace time); the next attempt records it from what is left.
 CAUSES = (*SIGNAL_CAUSES, *FAULT_CAUSES, "app_error", "completed", "killed")
+
+# The keys of a line, in the order the batch script (jobs.host) writes them.
+LINE_KEYS = ("job_id", "attempt", "nodes", "start", "end", "cause", "resumed_from_step", "last_step", "steps_replayed",
+             "fault_rank", "fault_node", "exit_status", "action", "error", "step_start", "step_end", "timeline",
+             "detail")
 
 COLUMNS = ("attempt", "job", "nodes", "start", "minutes", "cause", "resumed", "last step", "replayed", "fault",
            "exit", "action")

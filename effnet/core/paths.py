@@ -10,6 +10,7 @@ log.json) stays the same across requeues and resubmissions, so a job always resu
         experiment.json      what was submitted: recipe, cluster, nodes, job ids
         attempts.jsonl       the attempt ledger: one line per attempt, by the batch script (effnet.core.ledger)
         model/               the trainer's model_dir
+        host/                the batch script's host side (jobs/host), copied at submit
         submitit/            sbatch scripts, pickles and per-task logs (%j_%t_log.out/.err)
 """
 from __future__ import annotations
@@ -42,6 +43,11 @@ class ExperimentPaths:
     @property
     def model_dir(self) -> Path:
         return self.root / "model"
+
+    @property
+    def host_side(self) -> Path:
+        """The copy of `jobs.host` the job's batch script runs, every attempt the same."""
+        return self.root / "host"
 
     @property
     def submitit_dir(self) -> Path:
