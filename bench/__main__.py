@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): every figure against its reference, measured in the same run.
 
-    python -m bench [--quick] [--skip p1p3,p2,p4,p5,p6,convergence] [--json runs/bench/latest.json]
+    python -m bench [--quick] [--skip p1p3,p2,p4,p5,p6,p7,convergence] [--json runs/bench/latest.json]
 
 Each figure runs in its own process (a clean TensorFlow), writes JSON, and is summarised as a
 ratio against its same-run reference:
@@ -12,6 +12,7 @@ ratio against its same-run reference:
         on localslurm and localpyxis side by side, and what the container adds
     P5  rank SIGKILL / SIGSTOP -> resumed step, steps replayed per fault (local Slurm)
     P6  XLA step's compile vs its load from the persistent cache by a resumed attempt (B0, CPU)
+    P7  one watchdog poll over 8, 64 and 512 ranks' heartbeats: growth per rank, share of the 5 s interval
     --  convergence: B0 on MNIST-5k over seeds 0-3, worst and median top-1   target >= 97%, >= 98%, 600 s each
 
 The JSON names the machine the figures came from. --quick uses fewer steps and skips convergence.
@@ -28,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-FIGURES = ("p1p3", "p2", "p4", "p5", "p6", "convergence")
+FIGURES = ("p1p3", "p2", "p4", "p5", "p6", "p7", "convergence")
 # Targets of figures whose JSON key does not carry one (issue "Restart cost": P4 on the local Slurm profile).
 TARGETS = {"P4 localslurm: seconds from submit to the first training step": "<= 30",
            "P4 localslurm: seconds from the preemption to the resumed step": "<= 35"}
@@ -67,10 +68,11 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
         for name, ratio in pipe["ratio_to_decode_only"].items():
             if name != "decode-only":
                 rows.append(("P2", f"{name} vs decode-only", f"{ratio:.2f}x", ">= 0.6" if name.startswith("train") else ""))
-    for name in ("p4", "p5", "p6"):
+    for name in ("p4", "p5", "p6", "p7"):
         figures = results.get(name, {})
+        digits = 2 if name == "p7" else 1
         if "error" not in figures and figures:
-            rows += [(name.upper(), k.removeprefix(f"{name.upper()} "), f"{v:.1f}", TARGETS.get(k, ""))
+            rows += [(name.upper(), k.removeprefix(f"{name.upper()} "), f"{v:.{digits}f}", TARGETS.get(k, ""))
                      for k, v in figures.items()]
     conv = results.get("convergence", {})
     if "error" not in conv and conv:
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "p4": ("bench.preemption", []),
         "p5": ("bench.faults", []),
         "p6": ("bench.compile_cache", []),
+        "p7": ("bench.watchdog_poll", ["--rounds", "10"] if args.quick else []),
         "convergence": ("bench.convergence", []),
     }
     results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
