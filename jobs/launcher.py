@@ -43,12 +43,17 @@ class PreparedJob:
         return render_sbatch(self.spec, self.command)
 
 
-def job_header(resolved: ResolvedRecipe, profile: ClusterProfile, nodes_text: str) -> tuple[str, ...]:
+def job_header(resolved: ResolvedRecipe, profile: ClusterProfile, nodes_text: str, python: str) -> tuple[str, ...]:
     lines = [f"effnet-slurm: recipe {resolved.recipe} on cluster {profile.name}, {nodes_text} x "
              f"{profile.tasks_per_node} rank(s) per node",
              f"mode {resolved.trainer_flags.get('mode', 'train_and_eval')}, global batch {resolved.global_batch}, "
              f"peak lr {resolved.peak_lr:g}, launch {profile.launch}"]
     lines += [f"stage {s.index + 1}: {s.describe()}" for s in resolved.stages]
+    # What submitit's pickle holds (jobs.task.RankTask), as the command line that does the same.
+    flags = [f"--{k}={v}" for k, v in resolved.trainer_flags.items()]
+    lines += ["each rank runs (through submitit) the equivalent of:",
+              f"  {python} -u -m jobs.task --launch={profile.launch} --"]
+    lines += ["    " + " ".join(flags[i:i + 4]) for i in range(0, len(flags), 4)]
     return tuple(lines)
 
 
@@ -121,7 +126,7 @@ def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict
     resolved = resolve(recipe, profile, nodes, overrides, model_dir=str(paths.model_dir), data_dir=data_dir)
     python = profile.python or sys.executable
     spec = build_spec(profile, resolved, paths, nodes, time_limit_min or profile.time_limit_min,
-                      f"effnet-{recipe.name}", job_header(resolved, profile, f"{nodes} node(s)"),
+                      f"effnet-{recipe.name}", job_header(resolved, profile, f"{nodes} node(s)", python),
                       paths.root.parent)
     if spec.container_image:
         check_container(profile, spec, Path.cwd())

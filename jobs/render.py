@@ -13,7 +13,9 @@ task) and the raw `sbatch/*.sub` files (whose command runs `python -m jobs.task`
   files, records the attempt in the ledger and requeues by cause. `scontrol` is missing inside
   containers, which is why this cannot live in the task.
 
-Every value is shell-quoted, so a profile value can never run as a command.
+Every value is shell-quoted, so a profile value can never run as a command. A raw `.sub` script
+reads the site's settings (image, data, experiments directory) from the environment at submit, with
+the profile's values as defaults (`SiteSetting`); only those variables and Slurm's expand.
 """
 from __future__ import annotations
 
@@ -23,6 +25,16 @@ from dataclasses import dataclass, field
 
 from effnet.core.health import HEALTH_DIRNAME
 from effnet.core.ledger import FAULT_CAUSES, SIGNAL_CAUSES
+
+
+@dataclass(frozen=True)
+class SiteSetting:
+    """A value a raw `.sub` script takes from the environment at submit (sbatch exports it), else `default`."""
+
+    name: str
+    default: str
+    comment: str
+    path: bool = False  # must be an absolute path (the nodes and containers see it by that name)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class JobSpec:
     task_error: str = ""
     env: dict[str, str] = field(default_factory=dict)
     header: tuple[str, ...] = ()  # comment lines describing the job
+    site: tuple[SiteSetting, ...] = ()  # values written as ${NAME} read these from the environment
 
 
 def sbatch_directives(spec: JobSpec) -> list[tuple[str, str | None]]:
@@ -89,6 +102,8 @@ def srun_words(spec: JobSpec) -> list[str]:
     words = ["srun", "--unbuffered", "--open-mode=append", "--kill-on-bad-exit=1"]
     if spec.task_output:
         words.append(f"--output={spec.task_output}")
+    else:  # every rank's lines in the batch script's output: each prefixed with its rank
+        words.append("--label")
     if spec.task_error:
         words.append(f"--error={spec.task_error}")
     if spec.launch == "pmix":
@@ -111,10 +126,34 @@ def _quote(word: str) -> str:
     return shlex.quote(word)
 
 
-def _quote_expanding(word: str) -> str:
-    """Quoted, but `${SLURM_...}` in it expands (the raw .sub files' model_dir has the node count)."""
-    parts = re.split(r"(\$\{SLURM_[A-Z_]+\})", word)
+def _quote_expanding(word: str, names: tuple[str, ...] = ()) -> str:
+    """Quoted, but `${SLURM_...}` and the site settings' `${NAME}` in it expand (the raw .sub files)."""
+    variables = "|".join(("SLURM_[A-Z_]+", *map(re.escape, names)))
+    parts = re.split(rf"(\$\{{(?:{variables})\}})", word)
     return "".join(f'"{p}"' if i % 2 else _quote(p) for i, p in enumerate(parts) if p)
+
+
+def site_lines(spec: JobSpec) -> list[str]:
+    """The site's settings, each from the environment else the profile; then what sbatch alone can read."""
+    if not spec.site:
+        return []
+    lines = ["# The site's settings: the profile's values, or yours from the environment at submit, e.g.",
+             "#   DATA_DIR=/my/tfrecords sbatch -p my_partition -N 4 THIS_FILE.sub"]
+    for setting in spec.site:
+        lines += [f"# {setting.comment}", f"{setting.name}=${{{setting.name}:-{_quote(setting.default)}}}"]
+    paths = [setting.name for setting in spec.site if setting.path]
+    if paths:
+        lines += [f"for setting in {' '.join(paths)}; do",
+                  '  case ${!setting} in /*) ;; *) echo "effnet-slurm: $setting=${!setting}: not an absolute path" >&2; '
+                  'exit 2 ;; esac',
+                  "done"]
+    lines += ["# The partition is sbatch's to choose (-p, or SBATCH_PARTITION): #SBATCH lines cannot read PARTITION.",
+              'if [ -n "${PARTITION:-}" ] && [ "$PARTITION" != "${SLURM_JOB_PARTITION:-}" ]; then',
+              '  echo "effnet-slurm: PARTITION=$PARTITION, but this job runs in ${SLURM_JOB_PARTITION:-?}: '
+              'submit with sbatch -p $PARTITION" >&2',
+              "  exit 2",
+              "fi"]
+    return lines
 
 
 def host_side_lines(spec: JobSpec, model_dir_word: str, helper_word: str) -> list[str]:
@@ -136,23 +175,24 @@ def host_side_lines(spec: JobSpec, model_dir_word: str, helper_word: str) -> lis
     return lines
 
 
-def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozenset[int] = frozenset()) -> str:
-    """The complete batch script. `command` words are quoted, except indexes in `raw_command_words`,
-    which the caller has built to expand Slurm variables (they go in double quotes)."""
+def render_sbatch(spec: JobSpec, command: list[str]) -> str:
+    """The complete batch script. Every word is quoted; `${SLURM_...}` and `${NAME}` of the site
+    settings expand (the raw .sub files' model_dir has the node count and the experiments directory)."""
     if not spec.model_dir or not spec.host_side:
         raise ValueError("JobSpec.model_dir and host_side are required: the batch script runs jobs.host on the "
                          "ranks' health files")
+    names = tuple(setting.name for setting in spec.site)
     lines = ["#!/bin/bash"]
     lines += [f"# {line}" if line else "#" for line in spec.header]
     lines += [f"#SBATCH --{k}" if v is None else f"#SBATCH --{k}={_quote(v)}" for k, v in sbatch_directives(spec)]
-    lines += ["", "set -u"]
+    lines += ["", "set -u", *site_lines(spec)]
     for name, value in spec.env.items():
         lines.append(f"export {name}={_quote(value)}")
     lines += [
         "",
         "# On the host, beside the ranks (jobs/host): begin, a watchdog beside srun, end (classify, ledger, requeue).",
-        f"model_dir={_quote_expanding(spec.model_dir)}",
-        *host_side_lines(spec, '"$model_dir"', _quote_expanding(spec.host_side)),
+        f"model_dir={_quote_expanding(spec.model_dir, names)}",
+        *host_side_lines(spec, '"$model_dir"', _quote_expanding(spec.host_side, names)),
         'echo "effnet-slurm: job ${SLURM_JOB_ID} attempt $((${SLURM_RESTART_COUNT:-0} + 1)) on ${SLURM_JOB_NODELIST}"',
         '[ -d "${attempt[1]}" ] || { echo "effnet-slurm: ${attempt[1]} is missing: submit .sub scripts from the '
         'effnet-slurm checkout" >&2; exit 2; }',
@@ -165,8 +205,8 @@ def render_sbatch(spec: JobSpec, command: list[str], raw_command_words: frozense
         "step_start=$(date +%s.%3N)",
         "",
     ]
-    cmd = [f'"{w}"' if i in raw_command_words else _quote(w) for i, w in enumerate(command)]
-    srun = [_quote(w) for w in srun_words(spec)]
+    cmd = [_quote_expanding(w, names) for w in command]
+    srun = [_quote_expanding(w, names) for w in srun_words(spec)]
     # One option per line; a long trainer command gets one flag per line after its `--`.
     split = command.index("--") + 1 if "--" in command else len(cmd)
     parts = [" ".join(srun[:4]), *srun[4:], " ".join(cmd[:split]), *("    " + w for w in cmd[split:]), "2>&3"]

@@ -1,21 +1,28 @@
 """The raw `sbatch/*.sub` scripts, rendered from the same profiles, recipes and renderer.
 
-They are for people who submit with plain sbatch (`sbatch -N 4 sbatch/run_B4_multinode.sub`):
-the node count comes from `-N`, and the rank command is `python -m jobs.task` with the recipe's
-trainer flags spelled out. `python -m jobs.subfiles` rewrites them; `--check` fails when the
-checked-in files differ from a fresh render (a test runs it).
+They are for people who submit with plain sbatch from the checkout (`sbatch -N 4
+sbatch/run_B4_multinode.sub`): the node count comes from `-N`, the partition from `-p` (else the
+profile's), the image, data and experiments directory from the environment (else the profile's),
+and the rank command is `python -m jobs.task` with the recipe's trainer flags spelled out.
+
+    python -m jobs.subfiles                                  # rewrite the shipped sbatch/*.sub
+    python -m jobs.subfiles --check                          # exit 1 if any is stale (a test runs it)
+    python -m jobs.subfiles --cluster mine.toml --recipe b4_amp > run_B4_mine.sub   # from your profile
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 
+from effnet.core.errors import ConfigError
+from effnet.core.exits import EXIT_BAD_INPUT
 from effnet.core.paths import ExperimentPaths
 from jobs.launcher import build_spec
-from jobs.profile import PROJECT_ROOT, experiments_dir, host_path, load_profile
-from jobs.recipes import get_recipe, resolve
-from jobs.render import render_sbatch
+from jobs.profile import PROJECT_ROOT, ClusterProfile, experiments_dir, host_path, load_profile
+from jobs.recipes import get_recipe, parse_overrides, resolve
+from jobs.render import SiteSetting, render_sbatch
 
 SBATCH_DIR = PROJECT_ROOT / "sbatch"
 NODES_VAR = "${SLURM_JOB_NUM_NODES}"
@@ -29,6 +36,47 @@ SUB_FILES = {
 }
 
 
+def data_source(profile: ClusterProfile) -> tuple[str, str]:
+    """(where the data is on the nodes, the container mount that shows it to the trainer or '')."""
+    if not profile.uses_container:
+        return host_path(profile.data_dir), ""
+    for mount in profile.container_mounts:
+        source, _, rest = mount.partition(":")
+        if rest.split(":")[0] == profile.data_dir:
+            return source, mount
+    return "", ""
+
+
+def site_settings(profile: ClusterProfile) -> tuple[tuple[SiteSetting, ...], dict[str, str]]:
+    """The settings a site changes, with the profile's values as defaults, and the text of each value
+    that becomes its ${NAME}."""
+    settings, names = [], {}
+    if profile.uses_container:
+        settings.append(SiteSetting("CONTAINER_IMAGE", profile.container_image,
+                                    "The image every rank runs in: a .sqsh file or a registry image (enroot/README.md)."))
+        names[profile.container_image] = "${CONTAINER_IMAGE}"
+    source, mount = data_source(profile)
+    if source:
+        where = f"mounted at {profile.data_dir} in the container" if mount else "on every node"
+        settings.append(SiteSetting("DATA_DIR", source, f"ImageNet as TFRecords (python -m tools.make_tfrecords), "
+                                                        f"{where}.", path=True))
+        names[source] = "${DATA_DIR}"
+    root = str(experiments_dir(profile))
+    settings.append(SiteSetting("EXPERIMENTS_DIR", root, "Checkpoints, logs and the attempt ledger, one directory "
+                                                         "per recipe and node count, on a filesystem every node shares.",
+                                    path=True))
+    names[root] = "${EXPERIMENTS_DIR}"
+    return tuple(settings), names
+
+
+def _named(text: str, names: dict[str, str]) -> str:
+    """`text` with each site value replaced by its ${NAME}, where it is a whole path or a path's start
+    (after the start, `=` or `:`, before the end, `/` or `:`)."""
+    for value, name in names.items():
+        text = re.sub(rf"(?<![^=:]){re.escape(value)}(?=$|[/:])", lambda _: name, text)
+    return text
+
+
 def render_sub(cluster: str, recipe_name: str, overrides: dict[str, str] | None = None) -> str:
     profile = load_profile(cluster)
     recipe = get_recipe(recipe_name)
@@ -36,7 +84,7 @@ def render_sub(cluster: str, recipe_name: str, overrides: dict[str, str] | None 
     # Global batch and lr are shown for one node; they scale with -N.
     data_dir = profile.data_dir if profile.uses_container else host_path(profile.data_dir)
     resolved = resolve(recipe, profile, 1, overrides, model_dir=str(paths.model_dir), data_dir=data_dir)
-    header = (f"effnet-slurm: recipe {recipe.name} on cluster {profile.name}. Submit with: "
+    header = (f"effnet-slurm: recipe {recipe.name} on cluster {profile.name}. Submit from the checkout with: "
               f"sbatch -N 4 sbatch/{_file_for(cluster, recipe_name)}",
               f"{profile.tasks_per_node} rank(s) per node; per node: global batch {resolved.global_batch}, "
               f"peak lr {resolved.peak_lr:g} (both scale with -N)",
@@ -44,12 +92,14 @@ def render_sub(cluster: str, recipe_name: str, overrides: dict[str, str] | None 
               *(f"stage {s.index + 1}: {s.describe()}" for s in resolved.stages))
     spec = build_spec(profile, resolved, None, None, profile.time_limit_min, f"effnet-{recipe.name}", header,
                       paths.root.parent)
-    spec = dataclasses.replace(spec, batch_output="effnet-%x-%j.out",
-                               env={k: v for k, v in spec.env.items() if k != "SUBMITIT_EXECUTOR"})
-    flags = [f"--{k}={v}" for k, v in resolved.trainer_flags.items()]
+    site, names = site_settings(profile)
+    spec = dataclasses.replace(
+        spec, batch_output="effnet-%x-%j.out", site=site, container_image=_named(spec.container_image, names),
+        container_mounts=tuple(_named(m, names) for m in spec.container_mounts), model_dir=_named(spec.model_dir, names),
+        env={k: v for k, v in spec.env.items() if k != "SUBMITIT_EXECUTOR"})
+    flags = [_named(f"--{k}={v}", names) for k, v in resolved.trainer_flags.items()]
     command = [profile.python or sys.executable, "-u", "-m", "jobs.task", f"--launch={profile.launch}", "--", *flags]
-    raw = frozenset(i for i, w in enumerate(command) if NODES_VAR in w)
-    return render_sbatch(spec, command, raw)
+    return render_sbatch(spec, command)
 
 
 def _file_for(cluster: str, recipe: str) -> str:
@@ -57,9 +107,24 @@ def _file_for(cluster: str, recipe: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.subfiles", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.subfiles", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if any file is stale")
+    parser.add_argument("--cluster", help="a profile name or .toml path: print its .sub for --recipe")
+    parser.add_argument("--recipe", help="with --cluster: the recipe")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="with --cluster: override a trainer flag (repeatable)")
     args = parser.parse_args(argv)
+    if args.cluster or args.recipe:
+        try:
+            if not (args.cluster and args.recipe):
+                raise ConfigError("--cluster and --recipe go together")
+            print(render_sub(args.cluster, args.recipe, parse_overrides(args.overrides)), end="")
+        except ConfigError as err:
+            print(f"jobs.subfiles: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return 0
     stale = []
     for name, (cluster, recipe) in SUB_FILES.items():
         path = SBATCH_DIR / name

@@ -434,3 +434,16 @@ def test_a_stale_rank_is_named_among_512(tmp_path):
     assert (record["how"], record["ranks"], record["node"]) == ("stale heartbeat", [317], "node40")
     verdict = Classifier(a, {}).classify(137, time.time())
     assert (verdict.cause, verdict.fault_rank, verdict.fault_node) == ("hang", 317, "node40")
+
+
+def test_a_lost_attempt_past_the_fault_budget_starts_no_other(tmp_path, capsys):
+    """The third lost node of a job whose budget is 2: recorded, and the next attempt does not start."""
+    lost, slurm = Ranks(tmp_path, restart=2), SlurmAnswers(down=["node2"])
+    _ledger(lost, "node_failure", "node_failure")
+    host.begin(lost.attempt(slurm))
+    lost.all_beat(10, 5)
+    with pytest.raises(SystemExit) as stopped:
+        host.begin(Ranks(tmp_path, restart=3).attempt(slurm))
+    assert stopped.value.code == 1
+    assert [r["cause"] for r in read_attempts(lost.paths.attempts)] == ["node_failure"] * 3
+    assert "node_failure: the limit of 2 fault requeues is reached; not starting attempt 4" in capsys.readouterr().err

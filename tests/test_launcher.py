@@ -335,8 +335,80 @@ def test_sub_files_take_nodes_from_sbatch_N():
     text = (ROOT / "sbatch" / "run_B4_multinode.sub").read_text()
     assert "sbatch -N 4 sbatch/run_B4_multinode.sub" in text
     assert "#SBATCH --nodes" not in text
-    assert '"--model_dir=/lustre/experiments/effnet/b4_amp-dgxa100-${SLURM_JOB_NUM_NODES}n/model"' in text
+    assert '--model_dir="${EXPERIMENTS_DIR}"/b4_amp-dgxa100-"${SLURM_JOB_NUM_NODES}"n/model' in text
     assert "python3 -u -m jobs.task --launch=pmix --" in text
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sbatch").glob("*.sub")), ids=lambda p: p.name)
+def test_a_sub_fits_a_person_and_shows_what_a_site_changes_in_its_first_screen(path):
+    lines = path.read_text().splitlines()
+    assert len(lines) <= 120
+    first_screen = "\n".join(lines[:40])
+    for setting in ("#SBATCH --partition=", "CONTAINER_IMAGE=${CONTAINER_IMAGE:-", "DATA_DIR=${DATA_DIR:-",
+                    "EXPERIMENTS_DIR=${EXPERIMENTS_DIR:-"):
+        assert setting in first_screen, setting
+    srun = "\n".join(lines)[path.read_text().index("\nsrun "):]
+    assert '--container-image="${CONTAINER_IMAGE}"' in srun and '"${DATA_DIR}":/data:ro' in srun
+    assert "--label" in srun  # 32 ranks share the batch output: each line says whose it is
+
+
+def _site_part(text: str) -> str:
+    """The script from `set -u` to its first export: the site settings and the partition check."""
+    return text[text.index("set -u"):text.index("\nexport ")]
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, "/lustre/containers/effnet-slurm.sqsh /lustre/datasets/imagenet/tfrecords /lustre/experiments/effnet"),
+    ({"CONTAINER_IMAGE": "nvcr.io#nvidia/x:1", "DATA_DIR": "/data sets/in", "EXPERIMENTS_DIR": "/scratch/me"},
+     "nvcr.io#nvidia/x:1 /data sets/in /scratch/me"),
+])
+def test_a_sub_takes_the_sites_settings_from_the_environment(environ, expected):
+    part = _site_part((ROOT / "sbatch" / "run_B4_multinode.sub").read_text())
+    script = part + '\necho "$CONTAINER_IMAGE $DATA_DIR $EXPERIMENTS_DIR"'
+    out = subprocess.run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin", "SLURM_JOB_PARTITION": "batch",
+                                                      **environ}, capture_output=True, text=True)
+    assert (out.returncode, out.stdout.strip()) == (0, expected), out.stderr
+
+
+def test_nvidias_partition_variable_is_never_silently_ignored_nor_a_relative_path():
+    part = _site_part((ROOT / "sbatch" / "run_B4_multinode.sub").read_text())
+    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_PARTITION": "batch"}
+    same = subprocess.run(["bash", "-c", part], env={**env, "PARTITION": "batch"}, capture_output=True, text=True)
+    assert same.returncode == 0, same.stderr
+    other = subprocess.run(["bash", "-c", part], env={**env, "PARTITION": "dgx"}, capture_output=True, text=True)
+    assert other.returncode == 2 and other.stderr.strip() == (
+        "effnet-slurm: PARTITION=dgx, but this job runs in batch: submit with sbatch -p dgx")
+    relative = subprocess.run(["bash", "-c", part], env={**env, "DATA_DIR": "imagenet"}, capture_output=True,
+                              text=True)
+    assert relative.returncode == 2 and relative.stderr.strip() == (
+        "effnet-slurm: DATA_DIR=imagenet: not an absolute path")
+
+
+def test_a_site_renders_sub_files_from_its_own_profile(tmp_path):
+    mine = tmp_path / "mine.toml"
+    mine.write_text((ROOT / "clusters" / "dgxa100.toml").read_text().replace('name = "dgxa100"', 'name = "mine"')
+                    .replace('partition = "batch"', 'partition = "gpu"')
+                    .replace("/lustre/datasets/imagenet/tfrecords", "/gpfs/imagenet"))
+    out = subprocess.run([sys.executable, "-m", "jobs.subfiles", "--cluster", str(mine), "--recipe", "b0_amp",
+                          "--set", "max_epochs=10"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "#SBATCH --partition=gpu" in out.stdout and "DATA_DIR=${DATA_DIR:-/gpfs/imagenet}" in out.stdout
+    assert "--max_epochs=10" in out.stdout and "recipe b0_amp on cluster mine" in out.stdout
+    for args, message in ((["--cluster", str(mine)], "--cluster and --recipe go together"),
+                          (["--cluster", str(mine), "--recipe", "b9"], "unknown recipe 'b9'"),
+                          (["--cluster", str(tmp_path / "none.toml"), "--recipe", "b0_amp"], "none.toml")):
+        bad = subprocess.run([sys.executable, "-m", "jobs.subfiles", *args], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+        assert message in one_line_error(bad)
+
+
+def test_the_dry_run_shows_what_each_rank_runs():
+    text = submit_cli("--cluster", "dgxa100", "--nodes", "4", "b4_amp", "--dry-run", "--set", "max_epochs=7").stdout
+    header = text[:text.index("#SBATCH")]
+    assert "# each rank runs (through submitit) the equivalent of:\n#   python3 -u -m jobs.task --launch=pmix --" in header
+    for flag in ("--cfg=b4", "--max_epochs=7", "--train_batch_size=160", "--use_amp=True",
+                 "--model_dir=/lustre/experiments/effnet/b4_amp-dgxa100-4n/model"):
+        assert flag in header, flag
 
 
 def test_shell_scripts_pass_shellcheck(tmp_path):

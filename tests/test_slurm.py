@@ -7,6 +7,7 @@ Models are tiny (B0 at width/depth 0.25, 48 px) so that each job takes a minute 
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -84,17 +85,30 @@ def test_time_limit_requeues_before_walltime(slurm, profile):
 
 
 def test_raw_sub_script_runs_with_plain_sbatch(slurm, profile, tmp_path):
+    """As a user of NVIDIA's scripts does: plain sbatch from the checkout, the site's setting in the
+    environment. Every rank's lines in the batch output carry its rank; a PARTITION the job does not run
+    in ends it at once, with the line that says how to ask for it."""
     from jobs.subfiles import render_sub
 
     overrides = dict(arg.split("=", 1) for arg in TINY[1::2])
     script = tmp_path / "run_smoke.sub"
     script.write_text(render_sub(str(profile), "smoke", overrides))
-    # As a user does: from the checkout, whose jobs/host the script runs.
-    job = subprocess.run(["sbatch", "--parsable", "-N", "1", "-o", str(tmp_path / "effnet-%x-%j.out"), str(script)],
-                         cwd=ROOT, env=slurm, capture_output=True, text=True, check=True).stdout.strip()
-    assert wait_done(job, slurm) == ["COMPLETED"], (tmp_path / f"effnet-effnet-smoke-{job}.out").read_text()[-3000:]
-    model_dir = profile.parent / "experiments" / "smoke-testslurm-1n" / "model"
-    assert train_steps(model_dir) == EXPECTED_STEPS
+    mine = tmp_path / "my-experiments"
+
+    def sbatch(**environ: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "-N", "1", "-o", str(tmp_path / "effnet-%x-%j.out"),
+                               str(script)], cwd=ROOT, env={**slurm, **environ}, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    job = sbatch(EXPERIMENTS_DIR=str(mine))
+    output = lambda job: (tmp_path / f"effnet-effnet-smoke-{job}.out").read_text()  # noqa: E731
+    assert wait_done(job, slurm) == ["COMPLETED"], output(job)[-3000:]
+    assert train_steps(mine / "smoke-testslurm-1n" / "model") == EXPECTED_STEPS
+    labelled = [line for line in output(job).splitlines() if re.match(r"^[01]: ", line)]
+    assert {line[:3] for line in labelled} == {"0: ", "1: "}, output(job)[-3000:]
+    refused = sbatch(EXPERIMENTS_DIR=str(mine), PARTITION="high")
+    assert wait_done(refused, slurm) == ["FAILED"]
+    assert "effnet-slurm: PARTITION=high, but this job runs in debug: submit with sbatch -p high" in output(refused)
 
 
 def test_cancel_stops_a_queued_job(slurm, profile):

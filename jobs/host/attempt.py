@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def begin(a):
         record_leftover(a)
     for name in os.listdir(a.health.dir):
         path = a.health.path(name)
-        (os.rmdir if os.path.isdir(path) and not os.path.islink(path) else os.remove)(path)
+        (shutil.rmtree if os.path.isdir(path) and not os.path.islink(path) else os.remove)(path)
     index = "\n".join(read_lines(os.path.join(a.args.model_dir, CHECKPOINT_INDEX)))
     resumed = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"$', index, re.M)
     sizes = {}
@@ -73,8 +74,8 @@ def record_leftover(a):
         state.get("attempt"), state.get("job_id"), v.cause, " ({})".format(v.fault_node) if v.fault_node else ""))
     budget = a.args.budgets.get(v.cause)
     if budget and a.used(v.cause) > budget[1] + 1:
-        warn("{}: the limit of {} fault requeues is reached; not starting attempt {}".format(
-            v.cause, budget[1], a.number))
+        warn("{}: the limit of {} {}requeues is reached; not starting attempt {}".format(
+            v.cause, budget[1], "fault " if budget[2] else "", a.number))
         sys.exit(1)
 
 
@@ -170,7 +171,8 @@ def end(a, status, step_start, step_end):
     action = "requeue" if 0 < used <= budget else "stop"
     a.record(v, a.number, a.nodelist, state.get("start"), end_time, state.get("resumed") or 0, status, action,
              step_start, step_end)
-    os.remove(a.health.path("attempt.json"))
+    if state:
+        os.remove(a.health.path("attempt.json"))
     where = " rank {}{}".format(v.fault_rank, " on " + v.fault_node if v.fault_node else "") \
         if v.fault_rank is not None else ""
     failed = status or 1
