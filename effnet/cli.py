@@ -66,8 +66,7 @@ def _dispatch(config: TrainConfig, heartbeat: Heartbeat | None) -> dict | None:
         tf.config.experimental.enable_op_determinism()
     # The one place that decides: the launcher announced several ranks, or this process runs alone.
     dist.init(horovod=dist.launched_ranks(os.environ) > 1)
-    if config.use_xla and dist.size() > 1 and model_cfg.sync_batch_norm and config.mode in ("train", "train_and_eval",
-                                                                                           "benchmark"):
+    if config.use_xla and dist.size() > 1 and model_cfg.sync_batch_norm and config.mode in (*TRAIN_MODES, "benchmark"):
         raise ConfigError("--use_xla with several ranks cannot compile the cross-replica BatchNorm allreduce; "
                           "pass --mparams sync_batch_norm=false (per-rank BatchNorm statistics)")
     configure_tf32(config.use_tf32)

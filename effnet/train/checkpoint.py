@@ -15,13 +15,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from typing import Iterator, Literal
+from typing import Literal
 
 import keras
 import tensorflow as tf
 
 from effnet.core.errors import ConfigError
 from effnet.core.paths import CHECKPOINTS_DIRNAME
+from effnet.model import every_layer
 
 ResumeMode = Literal["auto", "must", "never"]
 CHECKPOINT_NAME = "ckpt"
@@ -43,16 +44,9 @@ class TrainState(tf.Module):
                 ("global_step", "epoch", "step_in_epoch", "next_record", "skipped_records")}
 
 
-def _layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
-    """`layer` and, for models, every layer inside it, depth first."""
-    yield layer
-    for sub in getattr(layer, "layers", ()):
-        yield from _layers(sub)
-
-
 def seed_generators(model: keras.Model) -> list[keras.random.SeedGenerator]:
     """The `keras.random.SeedGenerator`s that the model's layers hold (dropout, drop-connect), in layer order."""
-    return [value for layer in _layers(model) for value in vars(layer).values()
+    return [value for layer in every_layer(model) for value in vars(layer).values()
             if isinstance(value, keras.random.SeedGenerator)]
 
 

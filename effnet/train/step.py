@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from effnet import dist
+from effnet.model import every_layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,19 +25,13 @@ class StepConfig:
     use_xla: bool = False
 
 
-def _all_layers(layer):
-    for sub in getattr(layer, "layers", ()):
-        yield sub
-        yield from _all_layers(sub)
-
-
 def decayed_variables(model: keras.Model) -> list:
     """Kernels and biases of Conv2D and Dense layers: what the reference's L2 regulariser covered.
 
     BatchNorm parameters and depthwise kernels are not decayed.
     """
     out = []
-    for layer in _all_layers(model):
+    for layer in every_layer(model):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and not isinstance(
             layer, keras.layers.DepthwiseConv2D
         ):
