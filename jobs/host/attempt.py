@@ -15,8 +15,8 @@ import sys
 import time
 
 from .classify import Classifier
-from .records import (CHECKPOINT_INDEX, HANG_RECORD, Attempt, Verdict, append_json, culprits, read_json, read_lines, say,
-                      warn)
+from .records import (CHECKPOINT_INDEX, HANG_RECORD, Attempt, Verdict, append_json, culprits, last_step, read_json,
+                      read_lines, say, warn)
 from .slurm import Slurm, node_is_up
 
 # How long the requeued job may take to become pending before its ExcNodeList can be set.
@@ -60,14 +60,14 @@ def record_leftover(a):
     c = Classifier(a, {})
     start = state.get("start") or 0
     end = max([start] + [b.mtime for b in c.beats.values()])
-    v = Verdict(a.health.last_step()).set(
+    v = Verdict(last_step(c.beats, c.stops)).set(
         "killed", "its batch script was killed (scancel, a requeue from outside, a lost node)")
     node, why = c.down_node(), "is down or not responding"
     if not node:
         node, why = c.restarted_node(start), "was lost: its slurmd restarted during the attempt"
     if node:
         c.lost_node(v, node, why, end)
-    elif any(r.get("reason") == "signal" for r in c.stops.values()):
+    elif c.signalled:
         v.set("preempted", "checkpointed on a signal; then its batch script was killed")
     a.record(v, state.get("attempt"), state.get("nodes"), start, end, state.get("resumed") or 0, None, "requeue")
     warn("attempt {} of job {} ended without its record: {}{}".format(
@@ -166,7 +166,7 @@ def end(a, status, step_start, step_end):
     state = read_json(a.health.path("attempt.json")) or {}
     end_time = now_ms()
     v = Classifier(a, state.get("task_err_sizes") or {}).classify(status, end_time)
-    budget = a.args.budgets.get(v.cause, ((), 0, False))[1]
+    _, budget, fault = a.args.budgets.get(v.cause, ((), 0, True))
     used = a.used(v.cause) if budget > 0 else 0
     action = "requeue" if 0 < used <= budget else "stop"
     a.record(v, a.number, a.nodelist, state.get("start"), end_time, state.get("resumed") or 0, status, action,
@@ -184,7 +184,7 @@ def end(a, status, step_start, step_end):
         warn("app_error{}: {}; not requeued".format(":" + where if where else "", v.error or
                                                       "exit status {}".format(status)))
         return failed
-    signal_cause = not a.args.budgets.get(v.cause, ((), 0, True))[2]
+    signal_cause = not fault
     what = "{}: checkpointed on signal".format(v.cause) if signal_cause else "{}{}{} ({})".format(
         v.cause, at, ":" + where if where else "", v.detail)
     kind = "" if signal_cause else "fault "

@@ -2,7 +2,8 @@
 import re
 import time
 
-from .records import (EXIT_BAD_INPUT, EXIT_REQUEUE, HANG_RECORD, Verdict, culprits, read_json, read_lines)
+from .records import (EXIT_BAD_INPUT, EXIT_REQUEUE, HANG_RECORD, Verdict, culprits, last_step, read_json,
+                      read_lines)
 from .slurm import node_is_up
 
 # The time-limit signal comes up to a minute early (Slurm's slack), then the trainer checkpoints.
@@ -36,6 +37,7 @@ class Classifier:
     def __init__(self, attempt, start_sizes):
         self.a, self.sizes = attempt, start_sizes
         self.beats, self.stops = attempt.health.heartbeats(), attempt.health.stops()
+        self.signalled = any(r.get("reason") == "signal" for r in self.stops.values())
 
     def start_error(self):
         """This attempt's lines saying the ranks did not start (Pyxis's and enroot's, MPI_Init's, PMIx's)."""
@@ -114,7 +116,7 @@ class Classifier:
 
     def classify(self, status, end):
         """The cause, rank and node at fault, and how it was decided (the rules: the class docstring)."""
-        v = Verdict(self.a.health.last_step())
+        v = Verdict(last_step(self.beats, self.stops))
         if status == 0:
             return v.set("completed", "srun exited 0")
         error = self.start_error()
@@ -127,7 +129,7 @@ class Classifier:
         failed = next((SRUN_TASK_FAILED.match(line) for line in srun_err if SRUN_TASK_FAILED.match(line)), None)
         first = int(failed.group(1)) if failed else None
         why = self.stops.get(first, {}).get("reason")
-        if any(r.get("reason") == "signal" for r in self.stops.values()) or status == EXIT_REQUEUE:
+        if self.signalled or status == EXIT_REQUEUE:
             if first is None or why == "signal" or failed.string.endswith("exit code {}".format(EXIT_REQUEUE)):
                 return self.signal_cause(v)
         lost = next((m.group(1) for m in map(SRUN_NODE_FAILURE.match, srun_err) if m), None) or self.down_node()

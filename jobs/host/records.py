@@ -94,12 +94,13 @@ class Health:
         rows = [json.loads(line) for line in read_lines(self.path("stale")) if line.startswith("{")]
         return sorted(rows, key=lambda r: r["heartbeat"])
 
-    def last_step(self):
-        """The highest global step of the heartbeats and stop records; None when none is known."""
-        steps = [b.step for b in self.heartbeats().values()]
-        steps += [r.get("global_step") for r in self.stops().values()]
-        steps = [s for s in steps if isinstance(s, int) and s >= 0]
-        return max(steps) if steps else None
+
+
+def last_step(beats, stops):
+    """The highest global step of the heartbeats and stop records; None when none is known."""
+    steps = [b.step for b in beats.values()] + [r.get("global_step") for r in stops.values()]
+    steps = [s for s in steps if isinstance(s, int) and s >= 0]
+    return max(steps) if steps else None
 
 
 def culprits(beats, now, n_ranks, skip=(), stale_s=HEARTBEAT_STALE_S):
