@@ -12,18 +12,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from effnet.core.config.train import TRAIN_MODES
 from effnet.core.errors import ConfigError
 from effnet.core.paths import ExperimentPaths
 from jobs.containers import profile_problem, visible_problem
-from jobs.profile import PROJECT_ROOT, ClusterProfile, experiments_dir, host_path
+from jobs.profile import ClusterProfile, experiments_dir
 from jobs.recipes import Recipe, ResolvedRecipe, resolve
-from jobs.render import JobSpec, render_sbatch
+from jobs.render import JobLogs, JobSpec, render_sbatch
 
 SUBMITIT_COMMAND = ("-u", "-m", "submitit.core._submit")
 HOST_SIDE = Path(__file__).resolve().parent / "host"
-# Raw .sub scripts run the host side of the checkout they were submitted from.
-SUBMIT_DIR_HOST_SIDE = "${SLURM_SUBMIT_DIR}/jobs/host"
 
 
 @dataclass(frozen=True)
@@ -46,7 +43,7 @@ class PreparedJob:
 def job_header(resolved: ResolvedRecipe, profile: ClusterProfile, nodes_text: str, python: str) -> tuple[str, ...]:
     lines = [f"effnet-slurm: recipe {resolved.recipe} on cluster {profile.name}, {nodes_text} x "
              f"{profile.tasks_per_node} rank(s) per node",
-             f"mode {resolved.trainer_flags.get('mode', 'train_and_eval')}, global batch {resolved.global_batch}, "
+             f"mode {resolved.mode}, global batch {resolved.global_batch}, "
              f"peak lr {resolved.peak_lr:g}, launch {profile.launch}"]
     lines += [f"stage {s.index + 1}: {s.describe()}" for s in resolved.stages]
     # What submitit's pickle holds (jobs.task.RankTask), as the command line that does the same.
@@ -57,59 +54,27 @@ def job_header(resolved: ResolvedRecipe, profile: ClusterProfile, nodes_text: st
     return tuple(lines)
 
 
-def job_env(profile: ClusterProfile) -> dict[str, str]:
-    # submitit's task code identifies the scheduler by this variable.
-    env = {"SUBMITIT_EXECUTOR": "slurm"} if profile.executor == "slurm" else {}
-    env.update(profile.env)
-    if not profile.uses_container:
-        # The rank task imports this checkout's `jobs` and `effnet` packages.
-        env.setdefault("PYTHONPATH", host_path(profile.workdir) or str(PROJECT_ROOT))
-    return env
+def job_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: ExperimentPaths, nodes: int,
+             time_limit_min: int | None = None) -> JobSpec:
+    """The profile plus what this job adds: its paths and logs, nodes and time, whether it trains."""
+    logs = JobLogs(batch_output=paths.batch_log_pattern("out"), batch_error=paths.batch_log_pattern("err"),
+                   task_output=paths.task_log_pattern("out"), task_error=paths.task_log_pattern("err"))
+    header = job_header(resolved, profile, f"{nodes} node(s)", profile.python or sys.executable)
+    return JobSpec(profile, f"effnet-{resolved.recipe}", model_dir=str(paths.model_dir),
+                   host_side=str(paths.host_side), experiments_dir=str(paths.root.parent), nodes=nodes,
+                   time_limit_min=time_limit_min, watched=resolved.trains, logs=logs, header=header)
 
 
-def container_mounts(profile: ClusterProfile, experiments_root: Path) -> tuple[str, ...]:
-    """The profile's mounts plus the experiments directory at the same path inside and out, so the
-    pickles, logs and model_dir have one name on the host and in the container."""
-    if not profile.uses_container:
-        return ()
-    own = f"{experiments_root}:{experiments_root}"
-    return tuple(profile.container_mounts) + ((own,) if own not in profile.container_mounts else ())
-
-
-def check_container(profile: ClusterProfile, spec: JobSpec, submit_dir: Path) -> None:
+def check_container(spec: JobSpec, submit_dir: Path) -> None:
     """The container fields as the job will use them (the experiments mount included): one line on what
     Pyxis would refuse or misread, before anything is written or submitted."""
+    profile = spec.profile
     made = tuple(m for m in spec.container_mounts if m not in profile.container_mounts)
-    problem = profile_problem(spec.container_image, spec.container_mounts, spec.container_workdir) or \
+    problem = profile_problem(profile.container_image, spec.container_mounts, profile.container_workdir) or \
         visible_problem(profile.container_image, profile.container_mounts, profile.container_workdir, submit_dir,
                         made)
     if problem:
         raise ConfigError(f"cluster {profile.name}: {problem}")
-
-
-def build_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: ExperimentPaths | None,
-               nodes: int | None, time_limit_min: int | None, job_name: str, header: tuple[str, ...],
-               experiments_root: Path) -> JobSpec:
-    trains = resolved.trainer_flags.get("mode", "train_and_eval") in TRAIN_MODES
-    return JobSpec(
-        job_name=job_name, nodes=nodes, tasks_per_node=profile.tasks_per_node, cpus_per_task=profile.cpus_per_task,
-        gpus_per_node=profile.gpus_per_node, mem_per_node_gb=profile.mem_per_node_gb,
-        time_limit_min=time_limit_min, signal=profile.signal, signal_delay_s=profile.signal_delay_s,
-        max_requeues=profile.max_requeues, model_dir=str(resolved.trainer_flags.get("model_dir", "")),
-        host_side=str(paths.host_side) if paths else SUBMIT_DIR_HOST_SIDE,
-        max_fault_requeues=profile.max_fault_requeues,
-        # Only the training modes beat a heartbeat: the others run without a watchdog.
-        stall_timeout_s=profile.stall_timeout_s if trains else 0,
-        first_step_grace_s=profile.first_step_grace_s if trains else 0,
-        partition=profile.partition, account=profile.account, qos=profile.qos,
-        exclusive=profile.exclusive, launch=profile.launch, cpu_bind=profile.cpu_bind,
-        container_image=profile.container_image, container_mounts=container_mounts(profile, experiments_root),
-        container_workdir=profile.container_workdir, container_writable=profile.container_writable,
-        batch_output=paths.batch_log_pattern("out") if paths else "",
-        batch_error=paths.batch_log_pattern("err") if paths else "",
-        task_output=paths.task_log_pattern("out") if paths else "",
-        task_error=paths.task_log_pattern("err") if paths else "",
-        env=job_env(profile), header=header)
 
 
 def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict[str, str] | None = None,
@@ -122,15 +87,12 @@ def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict
             or name.count("/") > 1 or name.startswith("."):
         raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
     paths = ExperimentPaths.create(experiments_dir(profile), name)
-    data_dir = profile.data_dir if profile.uses_container else host_path(profile.data_dir)
-    resolved = resolve(recipe, profile, nodes, overrides, model_dir=str(paths.model_dir), data_dir=data_dir)
-    python = profile.python or sys.executable
-    spec = build_spec(profile, resolved, paths, nodes, time_limit_min or profile.time_limit_min,
-                      f"effnet-{recipe.name}", job_header(resolved, profile, f"{nodes} node(s)", python),
-                      paths.root.parent)
-    if spec.container_image:
-        check_container(profile, spec, Path.cwd())
-    return PreparedJob(profile, resolved, paths, spec, python)
+    resolved = resolve(recipe, profile, nodes, overrides, model_dir=str(paths.model_dir),
+                       data_dir=profile.rank_data_dir)
+    spec = job_spec(profile, resolved, paths, nodes, time_limit_min)
+    if profile.uses_container:
+        check_container(spec, Path.cwd())
+    return PreparedJob(profile, resolved, paths, spec, profile.python or sys.executable)
 
 
 def _slurm_executor_class():
@@ -151,9 +113,8 @@ def _slurm_executor_class():
         def __init__(self, prepared: PreparedJob) -> None:
             super().__init__(folder=prepared.paths.submitit_dir, python=shlex.quote(prepared.python))
             self.spec = prepared.spec
-            resources = {"nodes": self.spec.nodes, "ntasks_per_node": self.spec.tasks_per_node,
-                         "time": self.spec.time_limit_min}
-            self.update_parameters(**{k: v for k, v in resources.items() if v is not None})
+            self.update_parameters(nodes=self.spec.nodes, ntasks_per_node=prepared.profile.tasks_per_node,
+                                   time=self.spec.time_limit)
 
         def _make_submission_file_text(self, command: str, uid: str) -> str:
             return render_sbatch(self.spec, shlex.split(command))
@@ -169,9 +130,9 @@ def make_executor(prepared: PreparedJob):
     executor = submitit.LocalExecutor(folder=prepared.paths.submitit_dir)
     # The job's environment goes to the ranks through the executor's public `setup` (shell lines run
     # before its controller starts them), never into this process's os.environ.
-    exports = [f"export {name}={shlex.quote(value)}" for name, value in prepared.spec.env.items()]
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in prepared.profile.rank_env().items()]
     executor.update_parameters(nodes=1, tasks_per_node=prepared.profile.tasks_per_node,
-                               timeout_min=prepared.spec.time_limit_min, setup=exports)
+                               timeout_min=prepared.spec.time_limit, setup=exports)
     return executor
 
 

@@ -62,7 +62,7 @@ class ClusterProfile:
     signal: Literal["USR1", "USR2", "TERM"] = "USR2"
     signal_delay_s: int = 120
     max_requeues: int = 5  # requeues after a preemption or time-limit signal (the trainer checkpointed)
-    # Unplanned faults, handled by the batch script (jobs.faults_sh): a crashed rank, a hang, a lost node.
+    # Unplanned faults, handled by the batch script's host side (jobs.host): a crashed rank, a hang, a lost node.
     max_fault_requeues: int = 3  # requeues after faults, per job, counted in the attempt ledger
     stall_timeout_s: int = 900  # no rank made progress for this long: a hang (0: no watchdog)
     first_step_grace_s: int = 1800  # the same before the first progress (XLA compile, data warm-up)
@@ -82,6 +82,19 @@ class ClusterProfile:
     @property
     def uses_container(self) -> bool:
         return bool(self.container_image)
+
+    @property
+    def rank_data_dir(self) -> str:
+        """The data directory as the ranks see it: the profile's inside a container, else under the checkout."""
+        return self.data_dir if self.uses_container else host_path(self.data_dir)
+
+    def rank_env(self) -> dict[str, str]:
+        """The environment every rank starts with: the profile's; without a container, the checkout's
+        packages on PYTHONPATH (the rank task imports `jobs` and `effnet`)."""
+        env = dict(self.env)
+        if not self.uses_container:
+            env.setdefault("PYTHONPATH", host_path(self.workdir) or str(PROJECT_ROOT))
+        return env
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -132,8 +132,6 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-# The trainer modes that train: they checkpoint, beat a heartbeat and write stop records (effnet.core.health).
-
 # Flags the launcher owns: they follow from the profile and the experiment, not from the user.
 LAUNCHER_FLAGS = ("model_dir", "data_dir")
 
@@ -148,6 +146,12 @@ class ResolvedRecipe:
     global_batch: int
     peak_lr: float
     stages: tuple[Stage, ...]
+    mode: str
+
+    @property
+    def trains(self) -> bool:
+        """Training modes checkpoint, beat a heartbeat and write stop records (effnet.core.health)."""
+        return self.mode in TRAIN_MODES
 
     def show(self) -> str:
         lines = [f"recipe {self.recipe} on {self.cluster}: {self.nodes} node(s) x {self.ranks // self.nodes} "
@@ -192,4 +196,4 @@ def resolve(recipe: Recipe, profile: ClusterProfile, nodes: int, overrides: dict
     typed = {k: getattr(config, k) for k in flags}
     global_batch = config.global_batch(ranks)
     return ResolvedRecipe(recipe.name, profile.name, nodes, ranks, typed, global_batch,
-                          config.peak_lr(ranks), stages)
+                          config.peak_lr(ranks), stages, config.mode)

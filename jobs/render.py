@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from effnet.core.health import HEALTH_DIRNAME
 from effnet.core.ledger import FAULT_CAUSES, SIGNAL_CAUSES
+from jobs.profile import ClusterProfile
 
 
 @dataclass(frozen=True)
@@ -38,85 +39,99 @@ class SiteSetting:
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    job_name: str
-    nodes: int | None  # None: taken from `sbatch -N`
-    tasks_per_node: int
-    cpus_per_task: int
-    gpus_per_node: int
-    mem_per_node_gb: int
-    time_limit_min: int | None
-    signal: str
-    signal_delay_s: int
-    max_requeues: int
-    model_dir: str = ""  # the trainer's; its health/ and the attempt ledger next to it (jobs.host)
-    host_side: str = ""  # the directory of the `jobs.host` package the batch script runs
-    max_fault_requeues: int = 3
-    stall_timeout_s: int = 0  # 0: no watchdog (modes that do not train write no heartbeat)
-    first_step_grace_s: int = 0
-    partition: str = ""
-    account: str = ""
-    qos: str = ""
-    exclusive: bool = False
-    launch: str = "gloo"
-    cpu_bind: str = ""
-    container_image: str = ""
-    container_mounts: tuple[str, ...] = ()
-    container_workdir: str = ""
-    container_writable: bool = False
+class JobLogs:
+    """Where the batch script's and the ranks' output go (Slurm filename patterns); "" : Slurm's defaults."""
+
     batch_output: str = ""
     batch_error: str = ""
-    task_output: str = ""
+    task_output: str = ""  # "": every rank's lines in the batch script's output, labelled with its rank
     task_error: str = ""
-    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job's script: the cluster's profile, and what this job alone decides. Resources, requeue
+    budgets, the launch, the container and the environment are the profile's, read from it here."""
+
+    profile: ClusterProfile
+    job_name: str
+    model_dir: str  # the trainer's; its health/ and the attempt ledger next to it (jobs.host)
+    host_side: str  # the directory of the `jobs.host` package the batch script runs
+    experiments_dir: str  # mounted at the same path in a container: pickles, logs and model_dir have one name
+    nodes: int | None = None  # None: taken from `sbatch -N`
+    time_limit_min: int | None = None  # None: the profile's
+    watched: bool = True  # a watchdog beside srun; modes that do not train write no heartbeat
+    logs: JobLogs = JobLogs()
     header: tuple[str, ...] = ()  # comment lines describing the job
     site: tuple[SiteSetting, ...] = ()  # values written as ${NAME} read these from the environment
+
+    @property
+    def time_limit(self) -> int:
+        return self.time_limit_min or self.profile.time_limit_min
+
+    @property
+    def stall_timeout_s(self) -> int:
+        return self.profile.stall_timeout_s if self.watched else 0
+
+    @property
+    def first_step_grace_s(self) -> int:
+        return self.profile.first_step_grace_s if self.watched else 0
+
+    @property
+    def container_mounts(self) -> tuple[str, ...]:
+        """The profile's mounts plus the experiments directory at the same path inside and out."""
+        if not self.profile.uses_container:
+            return ()
+        own = f"{self.experiments_dir}:{self.experiments_dir}"
+        mounts = self.profile.container_mounts
+        return tuple(mounts) + ((own,) if own not in mounts else ())
 
 
 def sbatch_directives(spec: JobSpec) -> list[tuple[str, str | None]]:
     """(option, value) pairs in a fixed order; value None is a bare flag."""
+    profile = spec.profile
     out: list[tuple[str, str | None]] = [("job-name", spec.job_name)]
     if spec.nodes is not None:
         out.append(("nodes", str(spec.nodes)))
-    out += [("ntasks-per-node", str(spec.tasks_per_node)), ("cpus-per-task", str(spec.cpus_per_task))]
-    if spec.gpus_per_node:
-        out.append(("gpus-per-node", str(spec.gpus_per_node)))
-    out.append(("mem", f"{spec.mem_per_node_gb}G" if spec.mem_per_node_gb else "0"))
+    out += [("ntasks-per-node", str(profile.tasks_per_node)), ("cpus-per-task", str(profile.cpus_per_task))]
+    if profile.gpus_per_node:
+        out.append(("gpus-per-node", str(profile.gpus_per_node)))
+    out.append(("mem", f"{profile.mem_per_node_gb}G" if profile.mem_per_node_gb else "0"))
     for key in ("partition", "account", "qos"):
-        if getattr(spec, key):
-            out.append((key, getattr(spec, key)))
-    if spec.exclusive:
+        if getattr(profile, key):
+            out.append((key, getattr(profile, key)))
+    if profile.exclusive:
         out.append(("exclusive", None))
-    if spec.time_limit_min is not None:
-        out.append(("time", str(spec.time_limit_min)))
-    out += [("signal", f"{spec.signal}@{spec.signal_delay_s}"), ("requeue", None), ("open-mode", "append")]
-    if spec.batch_output:
-        out.append(("output", spec.batch_output))
-    if spec.batch_error:
-        out.append(("error", spec.batch_error))
+    out += [("time", str(spec.time_limit)), ("signal", f"{profile.signal}@{profile.signal_delay_s}"),
+            ("requeue", None), ("open-mode", "append")]
+    if spec.logs.batch_output:
+        out.append(("output", spec.logs.batch_output))
+    if spec.logs.batch_error:
+        out.append(("error", spec.logs.batch_error))
     return out
 
 
 def srun_words(spec: JobSpec) -> list[str]:
+    profile, logs = spec.profile, spec.logs
     # One dead rank ends the step within seconds instead of leaving the others blocked in a collective.
     words = ["srun", "--unbuffered", "--open-mode=append", "--kill-on-bad-exit=1"]
-    if spec.task_output:
-        words.append(f"--output={spec.task_output}")
+    if logs.task_output:
+        words.append(f"--output={logs.task_output}")
     else:  # every rank's lines in the batch script's output: each prefixed with its rank
         words.append("--label")
-    if spec.task_error:
-        words.append(f"--error={spec.task_error}")
-    if spec.launch == "pmix":
+    if logs.task_error:
+        words.append(f"--error={logs.task_error}")
+    if profile.launch == "pmix":
         words.append("--mpi=pmix")
-    if spec.cpu_bind:
-        words.append(f"--cpu-bind={spec.cpu_bind}")
-    if spec.container_image:
-        words.append(f"--container-image={spec.container_image}")
+    if profile.cpu_bind:
+        words.append(f"--cpu-bind={profile.cpu_bind}")
+    if profile.uses_container:
+        words.append(f"--container-image={profile.container_image}")
         if spec.container_mounts:
             words.append(f"--container-mounts={','.join(spec.container_mounts)}")
-        if spec.container_workdir:
-            words.append(f"--container-workdir={spec.container_workdir}")
-        if spec.container_writable:
+        if profile.container_workdir:
+            words.append(f"--container-workdir={profile.container_workdir}")
+        if profile.container_writable:
             words.append("--container-writable")
         words.append("--no-container-mount-home")
     return words
@@ -160,13 +175,14 @@ def host_side_lines(spec: JobSpec, model_dir_word: str, helper_word: str) -> lis
     """The bash array `attempt`: `python3 DIR` and the options every call of `jobs.host` takes: where the
     health files are, the watchdog's limits, which causes requeue with their budgets (effnet.core.ledger's
     groups), one group a line."""
+    profile = spec.profile
     poll = max(1, min(5, spec.stall_timeout_s // 8))
-    groups = [[f"--tasks-per-node={spec.tasks_per_node}", f"--stall-s={spec.stall_timeout_s}",
-               f"--grace-s={spec.first_step_grace_s}", f"--poll-s={poll}", f"--signal-delay-s={spec.signal_delay_s}"],
-              [f"--requeue={','.join(SIGNAL_CAUSES)}={spec.max_requeues}",
-               f"--fault-requeue={','.join(FAULT_CAUSES)}={spec.max_fault_requeues}"],
-              [f"--task-error={spec.task_error}"] if spec.task_error else [],
-              ["--containers"] if spec.container_image else []]
+    groups = [[f"--tasks-per-node={profile.tasks_per_node}", f"--stall-s={spec.stall_timeout_s}",
+               f"--grace-s={spec.first_step_grace_s}", f"--poll-s={poll}", f"--signal-delay-s={profile.signal_delay_s}"],
+              [f"--requeue={','.join(SIGNAL_CAUSES)}={profile.max_requeues}",
+               f"--fault-requeue={','.join(FAULT_CAUSES)}={profile.max_fault_requeues}"],
+              [f"--task-error={spec.logs.task_error}"] if spec.logs.task_error else [],
+              ["--containers"] if profile.uses_container else []]
     # Quoted when a comma is in them too: shellcheck takes a comma in an array for a mistaken separator.
     lines = [f"attempt=(python3 {helper_word} --model-dir {model_dir_word}"]
     lines += ["  " + " ".join(_quote(w) if _quote(w) != w or "," not in w else f"'{w}'" for w in group)
@@ -185,9 +201,10 @@ def render_sbatch(spec: JobSpec, command: list[str]) -> str:
     lines = ["#!/bin/bash"]
     lines += [f"# {line}" if line else "#" for line in spec.header]
     lines += [f"#SBATCH --{k}" if v is None else f"#SBATCH --{k}={_quote(v)}" for k, v in sbatch_directives(spec)]
-    lines += ["", "set -u", *site_lines(spec)]
-    for name, value in spec.env.items():
-        lines.append(f"export {name}={_quote(value)}")
+    lines += ["", "set -u", *site_lines(spec),
+              "# submitit's JobEnvironment in each rank tells the scheduler by this (as submitit's own script sets it).",
+              "export SUBMITIT_EXECUTOR=slurm"]
+    lines += [f"export {name}={_quote(value)}" for name, value in spec.profile.rank_env().items()]
     lines += [
         "",
         "# On the host, beside the ranks (jobs/host): begin, a watchdog beside srun, end (classify, ledger, requeue).",

@@ -260,10 +260,6 @@ def main(argv: list[str] | None = None) -> None:
     if launch not in ("gloo", "pmix"):
         print(f"jobs.task: error: --launch {launch!r}: valid: gloo, pmix", file=sys.stderr)
         sys.exit(2)
-    # This process is the rank, started straight by srun (no submitit _submit in between), and
-    # submitit.JobEnvironment tells schedulers apart by this variable.
-    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
-
     def run_with_flags(**flags) -> None:
         try:
             run_rank(flags, launch)

@@ -18,7 +18,7 @@ from effnet.core.errors import ConfigError
 from effnet.core.paths import ExperimentPaths
 from jobs import subfiles
 from jobs.launcher import make_executor, prepare, submit
-from jobs.profile import available_clusters, from_mapping, load_profile, valid_fields
+from jobs.profile import ClusterProfile, available_clusters, from_mapping, load_profile, valid_fields
 from jobs.recipes import RECIPES, get_recipe, resolve
 from jobs.render import JobSpec, render_sbatch
 from jobs.task import RankLayout, horovod_gloo_env, host_assignments, rendezvous_port
@@ -190,11 +190,12 @@ def test_show_prints_the_resolved_recipe():
 # ------------------------------------------------------------------ rendering
 
 
-def _spec(**changes) -> JobSpec:
-    base = JobSpec(job_name="t", nodes=2, tasks_per_node=2, cpus_per_task=1, gpus_per_node=0, mem_per_node_gb=0,
-                   time_limit_min=10, signal="USR2", signal_delay_s=60, max_requeues=3, partition="debug",
-                   model_dir="/experiments/t/model", host_side="/experiments/t/host")
-    return dataclasses.replace(base, **changes)
+def _spec(**profile_fields) -> JobSpec:
+    """A job around a profile built without validation (`ClusterProfile(...)`, not `from_mapping`)."""
+    fields = {"tasks_per_node": 2, "time_limit_min": 10, "signal_delay_s": 60, "partition": "debug", **profile_fields}
+    profile = ClusterProfile(name="t", **fields)
+    return JobSpec(profile, "t", model_dir="/experiments/t/model", host_side="/experiments/t/host",
+                   experiments_dir="/experiments", nodes=2)
 
 
 def _check_golden(name: str, text: str) -> None:
@@ -474,7 +475,7 @@ def test_fault_fields_reach_the_script_and_the_trainer(tmp_path):
     assert "checkpoint_every_min" not in resolve(get_recipe("smoke_bench"), local, 1).trainer_flags
     local = dataclasses.replace(local, experiments_dir=str(tmp_path))
     train, bench = prepare(local, get_recipe("smoke"), 2), prepare(local, get_recipe("smoke_bench"), 2)
-    assert (train.spec.stall_timeout_s, train.spec.first_step_grace_s, train.spec.max_fault_requeues) == (60, 120, 3)
+    assert (train.spec.stall_timeout_s, train.spec.first_step_grace_s, train.profile.max_fault_requeues) == (60, 120, 3)
     assert (bench.spec.stall_timeout_s, bench.spec.first_step_grace_s) == (0, 0)  # no heartbeat outside training
     assert train.spec.model_dir == str(train.paths.model_dir)
     text = train.sbatch_text()

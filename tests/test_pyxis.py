@@ -23,6 +23,8 @@ from tests.test_horovod import MPI_TCP, NO_MPI, probe_records
 from tools.local_slurm.image import MARKER, MARKER_TEXT, WORKDIR, container_mounts
 
 pytestmark = [pytest.mark.slurm, pytest.mark.horovod]
+# What the batch script exports for its ranks: submitit's JobEnvironment tells the scheduler by it.
+RANK_ENV = {"SUBMITIT_EXECUTOR": "slurm"}
 
 
 def srun(env: dict, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -55,7 +57,7 @@ def test_mpi_horovod_ranks_in_pyxis_containers(slurm, pyxis_cluster):
     """One srun --mpi=pmix step, 2 nodes x 2 ranks, each in a writable container of the image with the
     checkout mounted read-only at the workdir: MPI decides the ranks, and they allreduce correctly."""
     image = pyxis_cluster["dir"] + "/images/effnet-local.sqsh"
-    env = {**slurm, **MPI_TCP, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**slurm, **MPI_TCP, **RANK_ENV, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = srun(env, "--mpi=pmix", "-N", "2", "--ntasks-per-node=2", f"--container-image={image}",
                 "--container-writable", f"--container-mounts={container_mounts(ROOT)}",
                 f"--container-workdir={WORKDIR}", "--no-container-mount-home",
@@ -78,7 +80,7 @@ def test_gloo_horovod_ranks_without_a_container(slurm):
     """The same probe on 2 nodes under the project's Gloo rendezvous (jobs.task), no container, with the
     localslurm profile's environment (its nodes share loopback)."""
     profile_env = tomllib.loads((ROOT / "clusters" / "localslurm.toml").read_text())["env"]
-    proc = srun({**slurm, **profile_env}, "-N", "2", "--ntasks-per-node=2", sys.executable, "-m",
+    proc = srun({**slurm, **profile_env, **RANK_ENV}, "-N", "2", "--ntasks-per-node=2", sys.executable, "-m",
                 "tools.hvd_probe", "--launch", "gloo", "--marker", str(MARKER))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     records = probe_records(proc.stdout)

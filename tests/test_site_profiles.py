@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 from effnet.core.paths import ExperimentPaths
-from jobs.launcher import SUBMITIT_COMMAND, build_spec
+from jobs.launcher import SUBMITIT_COMMAND, job_spec
 from jobs.profile import CLUSTERS_DIR, load_profile
 from jobs.recipes import get_recipe, resolve
 from jobs.render import render_sbatch
@@ -26,7 +26,7 @@ def rendered(name: str, tmp_path: Path) -> str:
     resolving = dataclasses.replace(load_profile("localpyxis"), experiments_dir=str(tmp_path))
     paths = ExperimentPaths.create(tmp_path, "same")
     resolved = resolve(get_recipe("smoke_stages"), resolving, 2, model_dir=str(paths.model_dir), data_dir="/data")
-    spec = build_spec(profile, resolved, paths, 2, profile.time_limit_min, "effnet-same", ("header",), tmp_path)
+    spec = dataclasses.replace(job_spec(profile, resolved, paths, 2), header=("header",))
     return render_sbatch(spec, [profile.python, *SUBMITIT_COMMAND, str(paths.submitit_dir)])
 
 

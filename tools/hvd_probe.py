@@ -5,12 +5,14 @@ leaves that to the launcher, initialises, allreduces its rank, and prints one li
 
     HVD_PROBE {"rank": 0, "size": 4, "mpi": true, "gloo": false, "sum": 6.0, "pmix_rank": "0", ...}
 
-    srun --mpi=pmix -N 2 --ntasks-per-node=2 --container-image=... python -m tools.hvd_probe --launch pmix
-    srun -N 2 --ntasks-per-node=2 python -m tools.hvd_probe --launch gloo
+    SUBMITIT_EXECUTOR=slurm srun --mpi=pmix -N 2 --ntasks-per-node=2 --container-image=... \
+        python -m tools.hvd_probe --launch pmix
+    SUBMITIT_EXECUTOR=slurm srun -N 2 --ntasks-per-node=2 python -m tools.hvd_probe --launch gloo
     horovodrun --gloo -np 2 python -m tools.hvd_probe           (the launcher set Horovod up)
     mpirun -np 2 -x HOROVOD_CONTROLLER=mpi python -m tools.hvd_probe
 
-`--marker PATH` reports that file's text, or null: a file only a container image holds shows that
+Under srun the probe reads its place in the job as a rank of the batch script does: through submitit,
+which tells the scheduler by `SUBMITIT_EXECUTOR` (the script exports it). `--marker PATH` reports that file's text, or null: a file only a container image holds shows that
 the rank runs inside the image. The exit status is non-zero when the allreduce is wrong.
 """
 from __future__ import annotations
@@ -66,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="who sets Horovod up: the launcher (horovodrun, mpirun), or jobs.task's gloo or pmix")
     parser.add_argument("--marker", type=Path, help="a file whose text to report (null when it is not there)")
     args = parser.parse_args(argv)
-    if args.launch != "launcher":
-        os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # as jobs.task's entry point: srun started this rank
     record = probe(args.launch, args.marker)
     print("HVD_PROBE " + json.dumps(record), flush=True)
     return 0 if record["sum"] == record["expected_sum"] else 1
