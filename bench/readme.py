@@ -1,8 +1,8 @@
-"""Rewrite the README's results section from run logs and, optionally, a `python -m bench` JSON.
+"""Rewrite the results section of docs/results.md from run logs and, optionally, a `python -m bench` JSON.
 
-    python -m bench.readme RUN_DIR... --readme README.md [--bench-json runs/bench/latest.json]
+    python -m bench.readme RUN_DIR... [--file docs/results.md] [--bench-json runs/bench/latest.json]
 
-The section sits between the README's results markers; everything outside them is kept. It holds
+The section sits between the file's results markers; everything outside them is kept. It holds
 the tables of `effnet.core.results` for these runs, labelled with the machine they ran on, and the
 bench figures against their targets (the same table `python -m bench` prints).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -20,14 +19,13 @@ from effnet.core.runlog import RunLog, read_runs
 from .__main__ import machine, summary_rows
 
 PROG = "python -m bench.readme"
-README_BEGIN = f"<!-- results:begin (written by {PROG}) -->"
-README_END = "<!-- results:end -->"
-# Any begin marker, including the one an older writer left (its text named that writer).
-_BEGIN = re.compile(r"<!-- results:begin\b.*?-->")
+RESULTS_FILE = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+RESULTS_BEGIN = f"<!-- results:begin (written by {PROG}) -->"
+RESULTS_END = "<!-- results:end -->"
 
 
 def results_section(runs: list[RunLog], bench_json: Path | None) -> str:
-    """The README's results: our CPU runs' tables, labelled with the machine, plus the bench figures."""
+    """The results: our CPU runs' tables, labelled with the machine, plus the bench figures."""
     m = machine()
     parts = [f"**CPU figures from {m['host']} ({m['cpu']}, {m['cores']} cores, no GPU).** Tiny models and "
              f"resolutions that exercise the code paths; they say nothing about ImageNet accuracy or GPU speed. "
@@ -43,29 +41,28 @@ def results_section(runs: list[RunLog], bench_json: Path | None) -> str:
     return "\n".join(parts)
 
 
-def write_readme(readme: Path, section: str) -> None:
-    """Replace what lies between the markers with `section` (and the begin marker with ours)."""
-    text = readme.read_text()
-    begin = _BEGIN.search(text)
-    if begin is None or README_END not in text[begin.end():]:
-        raise ValueError(f"{readme}: no results markers ({README_BEGIN} ... {README_END})")
-    tail = text[begin.end():].split(README_END, 1)[1]
-    readme.write_text(f"{text[:begin.start()]}{README_BEGIN}\n{section}\n{README_END}{tail}")
+def write_results(path: Path, section: str) -> None:
+    """Replace what lies between the markers with `section`."""
+    text = path.read_text()
+    head, begin, rest = text.partition(RESULTS_BEGIN)
+    if not begin or RESULTS_END not in rest:
+        raise ValueError(f"{path}: no results markers ({RESULTS_BEGIN} ... {RESULTS_END})")
+    path.write_text(f"{head}{RESULTS_BEGIN}\n{section}\n{RESULTS_END}{rest.split(RESULTS_END, 1)[1]}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--readme", type=Path, metavar="FILE", required=True,
-                        help="rewrite FILE's results section (between its markers) from these runs")
+    parser.add_argument("--file", type=Path, default=RESULTS_FILE,
+                        help="rewrite this file's results section (between its markers); default docs/results.md")
     parser.add_argument("--bench-json", type=Path, help="add the figures of `python -m bench` from this JSON")
     args = parser.parse_args(argv)
     try:
-        write_readme(args.readme, results_section(read_runs(args.runs), args.bench_json))
+        write_results(args.file, results_section(read_runs(args.runs), args.bench_json))
     except (ValueError, OSError) as err:  # RunLogError, missing markers, a bad bench JSON
         print(f"readme: error: {err}", file=sys.stderr)
         return 2
-    print(f"readme: wrote the results section of {args.readme}", file=sys.stderr)
+    print(f"readme: wrote the results section of {args.file}", file=sys.stderr)
     return 0
 
 

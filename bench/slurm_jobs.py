@@ -54,7 +54,7 @@ def _replaced(text: str, *pairs: tuple[str, str]) -> str:
 
 
 def write_profile(work: Path, path: str = "localslurm") -> Path:
-    """The shipped `path` profile (localslurm or localpyxis), with the shipped photos and the
+    """The shipped `path` profile (local, localslurm or localpyxis), with the shipped photos and the
     experiments under `work`: only those site values change, so both paths run the same job."""
     data = work / "data"
     if not data.is_dir():

@@ -151,19 +151,17 @@ def test_plots_render(requeued_run, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
-def test_readme_results_section_is_rewritten_between_markers(tmp_path):
-    path = tmp_path / "README.md"
-    old_begin = "<!-- results:begin (written by python -m tools.collect --readme) -->"  # an older writer's marker
-    for begin in (readme.README_BEGIN, old_begin):
-        path.write_text(f"# title\n\nbefore\n{begin}\nold text\n{readme.README_END}\nafter\n")
-        proc = module_cli("bench.readme", str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(path))
-        assert proc.returncode == 0, proc.stderr
-        text = path.read_text()
-        assert "old text" not in text and text.startswith(f"# title\n\nbefore\n{readme.README_BEGIN}\n")
-        assert text.endswith(f"{readme.README_END}\nafter\n") and old_begin not in text
-        assert "no GPU)" in text and "| B0 | 8 | 77.59% (raw) | 8.50 h |" in text
+def test_results_section_is_rewritten_between_markers(tmp_path):
+    path = tmp_path / "results.md"
+    path.write_text(f"# title\n\nbefore\n{readme.RESULTS_BEGIN}\nold text\n{readme.RESULTS_END}\nafter\n")
+    proc = module_cli("bench.readme", str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--file", str(path))
+    assert proc.returncode == 0, proc.stderr
+    text = path.read_text()
+    assert "old text" not in text and text.startswith(f"# title\n\nbefore\n{readme.RESULTS_BEGIN}\n")
+    assert text.endswith(f"{readme.RESULTS_END}\nafter\n")
+    assert "no GPU)" in text and "| B0 | 8 | 77.59% (raw) | 8.50 h |" in text
     path.write_text("no markers\n")
-    bad = module_cli("bench.readme", str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--readme", str(path))
+    bad = module_cli("bench.readme", str(FIXTURES / "nvidia_b0_amp_8gpu.json"), "--file", str(path))
     assert bad.returncode == 2 and "no results markers" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 

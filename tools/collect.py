@@ -1,4 +1,4 @@
-"""Turn dllogger logs into the result tables of the README (and the seed's), plus plots.
+"""Turn dllogger logs into the seed README's result tables, plus plots.
 
     python -m tools.collect RUN_DIR... [--table accuracy|throughput|inference|all]
                             [--format md|csv|json] [--plot DIR]
@@ -6,8 +6,8 @@
 A RUN_DIR is a log file, a trainer model_dir (log.json), an experiment dir (model/log.json), or
 any directory holding such logs (searched recursively: a sweep, many jobs). Ours and NVIDIA's logs
 share the format (nvidia.md §6). Reading is `effnet.core.runlog` (requeue segments joined, garbage
-lines skipped and counted), the tables are `effnet.core.results`; the README's results section is
-written by `python -m bench.readme`.
+lines skipped and counted), the tables are `effnet.core.results`; docs/results.md is written by
+`python -m bench.readme`.
 """
 from __future__ import annotations
 

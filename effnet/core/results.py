@@ -1,7 +1,7 @@
-"""The README's result tables (shaped like the seed's) and training curves, from parsed run logs.
+"""The result tables (shaped like the seed README's) and training curves, from parsed run logs.
 
 Pure Python and TensorFlow-free: `python -m tools.collect` prints these tables, `python -m bench.readme`
-writes them into the README, and the launcher (`jobs.monitor`) prints them when a job ends.
+writes them into docs/results.md, and the launcher (`jobs.monitor`) prints them when a job ends.
 
 - accuracy: per model and GPU count, top-1 (the better of raw and EMA weights) and time to train,
   per precision, and the time-to-train speedup of mixed precision;
