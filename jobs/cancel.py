@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from effnet.core.exits import exit_with
 from jobs.monitor import experiment_from_cli
 
 
@@ -27,4 +28,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_with(main)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from effnet.core.errors import ConfigError
+from effnet.core.exits import exit_with
 from jobs.monitor import experiment_from_cli
 
 
@@ -19,13 +20,17 @@ def _options(parser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args, paths = experiment_from_cli("python -m jobs.logs", __doc__.split("\n\n")[0], argv, _options)
     try:
-        job_ids = paths.job_ids()
-        job_id = args.job or (job_ids[-1] if job_ids else None)
-        if job_id is None or job_id not in job_ids:
-            raise ConfigError(f"job {args.job} is not part of {paths.root}; its jobs: {', '.join(job_ids) or 'none'}")
+        submissions = {str(s["job_id"]): s for s in paths.read_metadata().get("submissions", [])}
+        job_id = args.job or (list(submissions)[-1] if submissions else None)
+        if job_id is None or job_id not in submissions:
+            raise ConfigError(f"job {args.job} is not part of {paths.root}; its jobs: "
+                              f"{', '.join(submissions) or 'none'}")
+        ranks = submissions[job_id].get("ranks")
+        if ranks is not None and not 0 <= args.task < ranks:
+            raise ConfigError(f"--task {args.task}: job {job_id} has {ranks} task(s), 0 to {ranks - 1}")
         path = paths.task_log(job_id, args.task, "err" if args.err else "out")
         if not path.is_file():
-            raise ConfigError(f"{path} does not exist (yet): the job may still be pending")
+            raise ConfigError(f"{path} does not exist yet: job {job_id} has not started task {args.task}")
     except ConfigError as err:
         print(f"jobs.logs: error: {err}", file=sys.stderr)
         return 2
@@ -34,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_with(main)

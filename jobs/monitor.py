@@ -82,13 +82,15 @@ def find_experiment(text: str, cluster: str | None = None) -> ExperimentPaths:
     from jobs.profile import DEFAULT_EXPERIMENTS_DIR, experiments_dir, load_profile
 
     path = Path(text)
-    if not path.is_dir() and "/" not in text:
-        base = experiments_dir(load_profile(cluster)) if cluster else DEFAULT_EXPERIMENTS_DIR
-        path = base / text
+    by_name = not path.is_dir() and "/" not in text
+    if by_name:
+        path = (experiments_dir(load_profile(cluster)) if cluster else DEFAULT_EXPERIMENTS_DIR) / text
     paths = ExperimentPaths(path.resolve())
     if not paths.metadata.is_file():
-        raise ConfigError(f"{text}: not an experiment (no {paths.metadata.name}); pass the directory that "
-                          f"jobs.submit printed, or its name with --cluster")
+        hint = "pass the directory that jobs.submit printed"
+        if by_name and not cluster:
+            hint += ", or its name with the --cluster it was submitted to"
+        raise ConfigError(f"{text}: not an experiment ({paths.root} has no {paths.metadata.name}); {hint}")
     return paths
 
 

@@ -7,6 +7,7 @@ progress is the trainer's last logged step, which survives requeues because the 
 """
 from __future__ import annotations
 
+from effnet.core.exits import exit_with
 from effnet.core.ledger import attempts_table, last_error, read_attempts, restarts_table
 from effnet.core.runlog import RunLogError, read_log
 from jobs.monitor import experiment_from_cli, sacct_attempts
@@ -51,4 +52,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_with(main)

@@ -17,7 +17,7 @@ import re
 import sys
 
 from effnet.core.errors import ConfigError
-from effnet.core.exits import EXIT_BAD_INPUT
+from effnet.core.exits import EXIT_BAD_INPUT, exit_with
 from effnet.core.paths import ExperimentPaths
 from jobs.profile import PROJECT_ROOT, ClusterProfile, experiments_dir, load_profile
 from jobs.recipes import get_recipe, parse_overrides, resolve
@@ -143,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_with(main)

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from effnet.core.errors import ConfigError
-from effnet.core.exits import EXIT_BAD_INPUT
+from effnet.core.exits import EXIT_BAD_INPUT, exit_with
 from jobs.profile import DEFAULT_CLUSTER, load_profile
 from jobs.recipes import RECIPES, get_recipe, parse_overrides
 
@@ -112,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_with(main)

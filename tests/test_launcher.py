@@ -504,3 +504,38 @@ def test_sweep_renders_one_job_per_node_count():
                                                                       "b0_amp", "--dry-run"))
     assert "1 to 64" in one_line_error(submit_cli("--cluster", "dgxa100", "--sweep", "nodes=1,128", "b0_amp",
                                                   "--dry-run"))
+
+
+@pytest.mark.parametrize("tool", ["jobs.submit --cluster dgxa100 --nodes 4 b4_amp --show",
+                                  "jobs.submit --cluster dgxa100 --nodes 4 b4_amp --dry-run",
+                                  "jobs.subfiles --cluster dgx1v100 --recipe b0_amp"])
+def test_a_reader_that_stops_early_ends_the_tool_quietly(tool):
+    """`... | head`: the reader closes the pipe (here before a line is written); the tool ends with a
+    shell's SIGPIPE status and no BrokenPipeError traceback."""
+    command = f"set -o pipefail; {shlex.quote(sys.executable)} -m {tool} | true"
+    proc = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_status_and_logs_say_where_they_looked_and_which_tasks_there_are(tmp_path):
+    profile = tmp_path / "mine.toml"
+    profile.write_text(f'name = "mine"\nexperiments_dir = "{tmp_path / "experiments"}"\n')
+    paths = ExperimentPaths.create(tmp_path / "experiments", "exp")
+    paths.root.mkdir(parents=True)
+    paths.record_submission({"job_id": "7", "ranks": 2})
+
+    def tool(module: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    line = one_line_error(tool("jobs.status", "nope", "--cluster", str(profile)))
+    assert str(tmp_path / "experiments" / "nope") in line and "--cluster" not in line  # it was given
+    assert "with the --cluster it was submitted to" in one_line_error(tool("jobs.status", "nope"))
+    assert one_line_error(tool("jobs.logs", "exp", "--cluster", str(profile), "--task", "5")).endswith(
+        "--task 5: job 7 has 2 task(s), 0 to 1")
+    assert "job 7 has not started task 1" in one_line_error(tool("jobs.logs", "exp", "--cluster", str(profile),
+                                                                 "--task", "1"))
+    (paths.submitit_dir).mkdir()
+    paths.task_log("7", 1).write_text("rank 1 says hello\n")
+    assert tool("jobs.logs", str(paths.root), "--task", "1").stdout == "rank 1 says hello\n"

@@ -35,12 +35,14 @@ def test_metadata_line_format_and_key_order():
 
 
 def test_stdout_line_follows_the_reference():
+    """`metric : value unit`; a metric whose unit is None or missing shows no unit (not "None")."""
     now = dt.datetime(2026, 11, 28, 23, 35, 8, 654167)
     meta = {"eval_loss": {"unit": None}, "avg_exp_per_second_eval": {"unit": "samples/s", "format": ":.2f"}}
     text = format_stdout_line(now, (), {"comment": "eval using EMA weights", "eval_loss": 0.95,
                                         "avg_exp_per_second_eval": 1234.5678}, meta)
-    assert text == ("DLL 2026-11-28 23:35:08.654167 - () comment : eval using EMA weights  "
-                    "eval_loss : 0.95 None avg_exp_per_second_eval : 1234.57 samples/s")
+    assert text == ("DLL 2026-11-28 23:35:08.654167 - () comment : eval using EMA weights "
+                    "eval_loss : 0.95 avg_exp_per_second_eval : 1234.57 samples/s")
+    assert "None" not in text
 
 
 def test_written_lines_parse_back_exactly(tmp_path):

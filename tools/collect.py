@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from effnet.core.exits import exit_with
 from effnet.core.results import TABLES, format_table
 from effnet.core.runlog import RunLog, RunLogError, read_runs
 
@@ -59,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_with(main)

@@ -69,11 +69,11 @@ def format_metadata_line(now: dt.datetime, elapsed: float, metric: str, metadata
 def format_stdout_line(now: dt.datetime, step: Step, data: dict, metadata: dict[str, dict]) -> str:
     parts = []
     for metric, value in data.items():
-        meta = metadata.get(metric)
-        unit = "" if meta is None else meta.get("unit", "")
-        fmt = None if meta is None else meta.get("format")
+        meta = metadata.get(metric) or {}
+        fmt = meta.get("format")
         shown = ("{" + fmt + "}").format(value) if fmt and isinstance(value, (int, float)) else value
-        parts.append(f"{metric} : {shown} {unit}")
+        # A metric without a unit (its metadata says None) shows none, not the word "None".
+        parts.append(f"{metric} : {shown} {meta['unit']}" if meta.get("unit") else f"{metric} : {shown}")
     return f"DLL {now} - {step} " + " ".join(parts)
 
 
