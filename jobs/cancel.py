@@ -14,8 +14,7 @@ from jobs.monitor import experiment_from_cli
 
 def main(argv: list[str] | None = None) -> int:
     args, paths = experiment_from_cli("python -m jobs.cancel", __doc__.split("\n\n")[0], argv)
-    subs = paths.read_metadata().get("submissions", [])
-    slurm_ids = [s["job_id"] for s in subs if s.get("executor") == "slurm"]
+    slurm_ids = [s["job_id"] for s in paths.submissions() if s.get("executor") == "slurm"]
     if not slurm_ids:
         print("jobs.cancel: nothing to cancel (no Slurm jobs in this experiment)")
         return 0

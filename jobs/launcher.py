@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ def job_spec(profile: ClusterProfile, resolved: ResolvedRecipe, paths: Experimen
     """The profile plus what this job adds: its paths and logs, nodes and time, whether it trains."""
     logs = JobLogs(batch_output=paths.batch_log_pattern("out"), batch_error=paths.batch_log_pattern("err"),
                    task_output=paths.task_log_pattern("out"), task_error=paths.task_log_pattern("err"))
-    header = job_header(resolved, profile, f"{nodes} node(s)", profile.python or sys.executable)
+    header = job_header(resolved, profile, f"{nodes} node(s)", profile.rank_python)
     return JobSpec(profile, f"effnet-{resolved.recipe}", model_dir=str(paths.model_dir),
                    host_side=str(paths.host_side), experiments_dir=str(paths.root.parent), nodes=nodes,
                    time_limit_min=time_limit_min, watched=resolved.trains, logs=logs, header=header)
@@ -92,7 +91,7 @@ def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict
     spec = job_spec(profile, resolved, paths, nodes, time_limit_min)
     if profile.uses_container:
         check_container(spec, Path.cwd())
-    return PreparedJob(profile, resolved, paths, spec, profile.python or sys.executable)
+    return PreparedJob(profile, resolved, paths, spec, profile.rank_python)
 
 
 def _slurm_executor_class():

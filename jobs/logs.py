@@ -20,7 +20,7 @@ def _options(parser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args, paths = experiment_from_cli("python -m jobs.logs", __doc__.split("\n\n")[0], argv, _options)
     try:
-        submissions = {str(s["job_id"]): s for s in paths.read_metadata().get("submissions", [])}
+        submissions = {str(s["job_id"]): s for s in paths.submissions()}
         job_id = args.job or (list(submissions)[-1] if submissions else None)
         if job_id is None or job_id not in submissions:
             raise ConfigError(f"job {args.job} is not part of {paths.root}; its jobs: "

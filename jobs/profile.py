@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -87,6 +88,11 @@ class ClusterProfile:
     def rank_data_dir(self) -> str:
         """The data directory as the ranks see it: the profile's inside a container, else under the checkout."""
         return self.data_dir if self.uses_container else host_path(self.data_dir)
+
+    @property
+    def rank_python(self) -> str:
+        """The ranks' interpreter: the profile's (inside the image), else the one that submits."""
+        return self.python or sys.executable
 
     def rank_env(self) -> dict[str, str]:
         """The environment every rank starts with: the profile's; without a container, the checkout's

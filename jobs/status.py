@@ -26,9 +26,8 @@ def progress(paths) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args, paths = experiment_from_cli("python -m jobs.status", __doc__.split("\n\n")[0], argv)
-    meta = paths.read_metadata()
     print(f"experiment {paths.root}")
-    for sub in meta.get("submissions", []):
+    for sub in paths.submissions():
         print(f"job {sub['job_id']}: {sub['recipe']} on {sub['cluster']}, {sub['nodes']} node(s), "
               f"submitted {sub['submitted_at']}")
         if sub.get("executor") == "slurm":

@@ -98,7 +98,7 @@ def render_sub(cluster: str, recipe_name: str, overrides: dict[str, str] | None 
                    host_side=SUBMIT_DIR_HOST_SIDE, experiments_dir=_named(str(paths.root.parent), names),
                    watched=resolved.trains, logs=JobLogs(batch_output="effnet-%x-%j.out"), header=header, site=site)
     flags = [_named(f"--{k}={v}", names) for k, v in resolved.trainer_flags.items()]
-    command = [profile.python or sys.executable, "-u", "-m", "jobs.task", f"--launch={profile.launch}", "--", *flags]
+    command = [profile.rank_python, "-u", "-m", "jobs.task", f"--launch={profile.launch}", "--", *flags]
     return render_sbatch(spec, command)
 
 

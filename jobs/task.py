@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     if launch not in ("gloo", "pmix"):
         print(f"jobs.task: error: --launch {launch!r}: valid: gloo, pmix", file=sys.stderr)
         sys.exit(2)
+
     def run_with_flags(**flags) -> None:
         try:
             run_rank(flags, launch)

@@ -90,15 +90,15 @@ def test_the_raw_sub_example_names_a_shipped_script_and_its_settings():
         assert f"{name}=${{{name}:-" in script.read_text(), f"{script.name} does not read {name}"
 
 
-def readme_profile() -> dict:
+def readme_profile_text() -> str:
     block = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
     assert block, "the README's site profile"
-    return tomllib.loads(block.group(1))
+    return block.group(1)
 
 
 def test_the_readme_profile_is_dgxa100_cut_down_and_submits(tmp_path):
     dgx = load_profile("dgxa100")
-    profile = from_mapping(readme_profile(), "README")
+    profile = from_mapping(tomllib.loads(readme_profile_text()), "README")
     # The fields it leaves out have dgxa100's values as their defaults: the same cluster, renamed.
     assert dataclasses.replace(profile, name=dgx.name, description=dgx.description) == dgx
     text = README.read_text()
@@ -106,7 +106,7 @@ def test_the_readme_profile_is_dgxa100_cut_down_and_submits(tmp_path):
         line = next(line for line in text.splitlines() if line.startswith(site_value))
         assert "# SITE" in line, f"{site_value} is not marked as a site's to change"
     path = tmp_path / "mycluster.toml"
-    path.write_text(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
+    path.write_text(readme_profile_text())
     proc = run_as_written(f"python -m jobs.submit --cluster {path} --nodes 4 b4_amp --dry-run", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--container-image=/lustre/containers/effnet-slurm.sqsh" in proc.stdout

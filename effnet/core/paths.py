@@ -96,8 +96,9 @@ class ExperimentPaths:
         write_atomically(self.metadata, json.dumps(data, indent=2))
         return data
 
-    def job_ids(self) -> list[str]:
-        return [s["job_id"] for s in self.read_metadata().get("submissions", [])]
+    def submissions(self) -> list[dict]:
+        """What `record_submission` recorded, oldest first: one job id and what it ran each."""
+        return self.read_metadata().get("submissions", [])
 
 
 def write_atomically(path: Path, text: str) -> None:
