@@ -65,7 +65,7 @@ def _dispatch(config: TrainConfig, heartbeat: Heartbeat | None) -> dict | None:
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
     # The one place that decides: the launcher announced several ranks, or this process runs alone.
-    dist.init(horovod=dist.launched_ranks(os.environ) > 1)
+    dist.init(horovod=dist.launched_ranks(os.environ) > 1, memory_limit_mb=config.memory_limit)
     if config.use_xla and dist.size() > 1 and model_cfg.sync_batch_norm and config.mode in (*TRAIN_MODES, "benchmark"):
         raise ConfigError("--use_xla with several ranks cannot compile the cross-replica BatchNorm allreduce; "
                           "pass --mparams sync_batch_norm=false (per-rank BatchNorm statistics)")

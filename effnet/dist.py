@@ -12,6 +12,7 @@ Horovod collectives reject bfloat16, so such tensors travel as float32.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import tensorflow as tf
@@ -113,15 +114,16 @@ def launched_ranks(environ: Mapping[str, str]) -> int:
     return 1
 
 
-def init(horovod: bool) -> Ranks:
+def init(horovod: bool, memory_limit_mb: int | None = None) -> Ranks:
     """Choose this process's ranks and pin its GPU; returns them.
 
     `horovod=True` initialises Horovod (an error if it is not importable); with only one rank
-    the process still runs as a single one. Pins one GPU per process by local rank.
+    the process still runs as a single one. Pins one GPU per process by local rank, its memory
+    capped at `memory_limit_mb` or grown as needed.
     """
     global _ranks
     _ranks = _init_horovod() if horovod else Ranks()
-    pin_gpu(_ranks.local_rank)
+    pin_gpu(_ranks.local_rank, memory_limit_mb)
     return _ranks
 
 
@@ -139,13 +141,33 @@ def current() -> Ranks:
     return _ranks
 
 
-def pin_gpu(index: int) -> None:
-    gpus = tf.config.list_physical_devices("GPU")
+@dataclass(frozen=True)
+class GpuSetting:
+    """How a rank configures its GPU: the one it sees, and its memory (a cap, or growth)."""
+
+    gpu: tf.config.PhysicalDevice
+    memory: list[tf.config.LogicalDeviceConfiguration] | None  # None: grow as needed
+
+
+def gpu_setting(gpus: Sequence[tf.config.PhysicalDevice], local_rank: int,
+                memory_limit_mb: int | None) -> GpuSetting | None:
+    """The GPU a rank takes (by local rank) and its memory: one logical device of `memory_limit_mb`
+    MB, as NVIDIA's --memory_limit, or growth on demand. None on a machine without GPUs."""
     if not gpus:
+        return None
+    memory = None if memory_limit_mb is None else [tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit_mb)]
+    return GpuSetting(gpus[local_rank % len(gpus)], memory)
+
+
+def pin_gpu(local_rank: int, memory_limit_mb: int | None = None) -> None:
+    setting = gpu_setting(tf.config.list_physical_devices("GPU"), local_rank, memory_limit_mb)
+    if setting is None:
         return
-    gpu = gpus[index % len(gpus)]
-    tf.config.set_visible_devices(gpu, "GPU")
-    tf.config.experimental.set_memory_growth(gpu, True)
+    tf.config.set_visible_devices(setting.gpu, "GPU")
+    if setting.memory is None:
+        tf.config.experimental.set_memory_growth(setting.gpu, True)
+    else:
+        tf.config.set_logical_device_configuration(setting.gpu, setting.memory)
 
 
 def accelerator() -> str:

@@ -1,4 +1,4 @@
-"""`--mode predict`: classify an image or a flat folder of images with a trained model.
+"""`--mode predict`: classify an image or a folder of images with a trained model.
 
 Images go through the evaluation preprocessing (center crop, resize) and a compiled model;
 the output file (JSON or CSV, by extension) lists each image's top-k class ids, names and
@@ -23,14 +23,21 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def list_images(path: str) -> list[str]:
+    """An image file, a flat folder of images, or a folder of such folders (Keras' and NVIDIA's
+    `infer_data/images/` layout), in name order."""
     target = Path(path)
     if target.is_file():
         return [str(target)]
     if not target.is_dir():
         raise DataError(f"--predict_path {path}: no such file or folder")
-    files = sorted(str(p) for p in target.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def images_in(folder: Path) -> list[str]:
+        return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    files = images_in(target) or [f for sub in sorted(target.iterdir()) if sub.is_dir() for f in images_in(sub)]
     if not files:
-        raise DataError(f"--predict_path {path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"--predict_path {path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it "
+                        "or in its folders")
     return files
 
 
@@ -97,7 +104,7 @@ def run_predict(cfg, model_cfg, logger) -> list[dict]:
     from effnet.inference import restore_for_inference
 
     if not cfg.predict_path:
-        raise DataError("--mode predict needs --predict_path (an image or a flat folder)")
+        raise DataError("--mode predict needs --predict_path (an image, or a folder of images or of image folders)")
     paths = list_images(cfg.predict_path)
     model, ema, checkpoint = restore_for_inference(cfg, model_cfg)
     if ema is not None:

@@ -29,7 +29,7 @@ def test_summary_b4(cli):
 
 @pytest.mark.parametrize("args,message", [
     (["--mode", "summary", "--cfg", "b9"], "--cfg b9: unknown model; valid names: b0, b1"),
-    (["--mode", "summary", "--mparams", "dropout=0.1"], "--mparams: unknown key 'dropout'; valid keys:"),
+    (["--mode", "summary", "--mparams", "drop_rate=0.1"], "--mparams: unknown key 'drop_rate'; valid keys:"),
     (["--mode", "summary", "--mparams", "num_classes=abc"], "--mparams num_classes: expected int, got 'abc'"),
     (["--mode", "summary", "--cfg", "no/such/b0_cfg.py"], "--cfg no/such/b0_cfg.py: no such file"),
     (["--mode", "train_everything"], "--mode: 'train_everything' is not one of train_and_eval, train, eval, predict"),

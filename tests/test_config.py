@@ -51,8 +51,8 @@ def test_mparams_coerce_to_field_types():
 
 
 def test_mparams_unknown_key_lists_valid_keys():
-    with pytest.raises(ConfigError, match=r"unknown key 'dropout'.*valid keys: name \(str\), width_coefficient"):
-        apply_mparams(load_model_config("b0"), "dropout=0.5")
+    with pytest.raises(ConfigError, match=r"unknown key 'drop_rate'.*valid keys: name \(str\), width_coefficient"):
+        apply_mparams(load_model_config("b0"), "drop_rate=0.5")
 
 
 @pytest.mark.parametrize("text,match", [

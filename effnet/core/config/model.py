@@ -15,6 +15,7 @@ from pathlib import Path
 from effnet.core.coerce import coerce, field_types, type_name
 from effnet.core.errors import ConfigError
 from effnet.core.architecture import BASE_BLOCKS, BlockSpec
+from effnet.core.config.nvidia import bundled_model_for, read_mparams_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +63,11 @@ def available_models() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(package.__path__))
 
 
-def _config_from_module(module, origin: str) -> ModelConfig:
+def _config_from_module(module, origin: str, nvidia_name: str | None = None) -> ModelConfig:
     config = getattr(module, "config", None)
     if not isinstance(config, ModelConfig):
-        raise ConfigError(f"--cfg {origin}: the module must define `config = ModelConfig(...)`")
+        hint = f"; NVIDIA's model files are bundled: --cfg {nvidia_name}" if nvidia_name else ""
+        raise ConfigError(f"--cfg {origin}: the module must define `config = ModelConfig(...)`{hint}")
     return config
 
 
@@ -73,6 +75,9 @@ def load_model_config(cfg: str) -> ModelConfig:
     """Resolve `--cfg`: a bundled name (b0..b7) or a path to a Python file."""
     cfg = str(cfg).strip()
     looks_like_path = cfg.endswith(".py") or "/" in cfg or "\\" in cfg
+    nvidia_name = bundled_model_for(cfg)
+    if looks_like_path and nvidia_name and not Path(cfg).is_file():
+        return load_model_config(nvidia_name)  # NVIDIA's config/efficientnet_v1/bN_cfg.py is bundled bN
     if looks_like_path:
         path = Path(cfg)
         if not path.is_file():
@@ -86,8 +91,9 @@ def load_model_config(cfg: str) -> ModelConfig:
         except ConfigError:
             raise
         except Exception as err:  # the user's file failed to run: say so in one line
-            raise ConfigError(f"--cfg {cfg}: failed to load: {type(err).__name__}: {err}") from None
-        return _config_from_module(module, cfg)
+            hint = f"; NVIDIA's model files are bundled: --cfg {nvidia_name}" if nvidia_name else ""
+            raise ConfigError(f"--cfg {cfg}: failed to load: {type(err).__name__}: {err}{hint}") from None
+        return _config_from_module(module, cfg, nvidia_name)
     name = cfg.lower()
     if name not in available_models():
         raise ConfigError(f"--cfg {cfg}: unknown model; valid names: {', '.join(available_models())} (or a path to a .py file)")
@@ -123,8 +129,12 @@ def apply_mparams(config: ModelConfig, mparams: str | dict | None) -> ModelConfi
         return config
     items = parse_mparams(mparams) if isinstance(mparams, str) else dict(mparams)
     valid = overridable_fields()
-    changes = {}
-    for key, value in items.items():
+    changes, given_as = {}, {}
+    for given, value in items.items():
+        key = read_mparams_key(given)
+        if key in changes:
+            raise ConfigError(f"--mparams: {key} is given twice, as {given_as[key]} and {given}")
+        given_as[key] = given
         if key not in valid:
             listing = ", ".join(f"{k} ({type_name(t)})" for k, t in valid.items())
             raise ConfigError(f"--mparams: unknown key {key!r}; valid keys: {listing}")

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Literal
 
 from effnet.core.coerce import coerce, field_types
+from effnet.core.config.nvidia import read_flags
 from effnet.core.errors import ConfigError
 from effnet.core.exits import parse_signals
 from effnet.core.paths import LOG_FILENAME
@@ -78,7 +79,7 @@ class TrainConfig:
     export_savedmodel: bool = _f(True, "after training, export the better of raw/EMA weights to model_dir/savedmodel")
     tensorboard: bool = _f(True, "write TensorBoard scalars to model_dir/tensorboard")
     # predict
-    predict_path: str | None = _f(None, "predict: an image file or a flat folder of images")
+    predict_path: str | None = _f(None, "predict: an image file, a folder of images, or a folder of image folders")
     predict_output: str | None = _f(None, "predict: .json or .csv output path (default model_dir/predictions.json)")
     top_k: int = _f(5, "predict: classes reported per image")
     allow_random_weights: bool = _f(False, "predict/eval: run without a checkpoint (random weights)")
@@ -87,6 +88,7 @@ class TrainConfig:
     amp_dtype: Literal["float16", "bfloat16"] = _f("float16", "compute dtype for --use_amp; bfloat16 needs no loss scaling")
     use_tf32: bool = _f(True, "allow TensorFloat-32 matmuls/convolutions on Ampere+ GPUs (no effect on CPU)")
     use_xla: bool = _f(False, "XLA-compile the forward/backward pass")
+    memory_limit: int | None = _f(None, "cap each rank's GPU memory at N MB (None: allocate as needed)")
     # batch and image size
     train_batch_size: int = _f(32, "per-rank training batch size")
     train_img_size: int = _f(224, "training image size in pixels")
@@ -129,8 +131,9 @@ class TrainConfig:
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{key} must be >= 0, got {getattr(self, key)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ConfigError(f"--steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        for key in ("steps_per_epoch", "memory_limit"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"--{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.warmup_epochs > self.max_epochs:
@@ -154,7 +157,9 @@ class TrainConfig:
 
     @classmethod
     def from_flags(cls, **flags) -> "TrainConfig":
-        """Build from CLI values; unknown flags and ill-typed values raise `ConfigError`."""
+        """Build from CLI values (NVIDIA's spellings read as ours); unknown flags and ill-typed values
+        raise `ConfigError`."""
+        flags = read_flags(flags)
         types = field_types(cls)
         unknown = sorted(set(flags) - set(types))
         if unknown:
