@@ -61,7 +61,7 @@ def write_profile(work: Path, path: str = "localslurm") -> Path:
         subprocess.run([sys.executable, "-m", "tools.demo_data", str(data), "--no-mnist"], cwd=ROOT, check=True,
                        capture_output=True)
     text = _replaced((ROOT / "clusters" / f"{path}.toml").read_text(), (f'name = "{path}"', f'name = "bench{path}"'),
-                     ('experiments_dir = "runs/experiments"', f'experiments_dir = "{work / path}"'))
+                     ('experiments_dir = ""', f'experiments_dir = "{work / path}"'))
     if path == "localpyxis":
         state = local_slurm_state() or {}
         checkout = Path(state.get("dir", "/nonexistent")) / "host" / "checkout"

@@ -14,7 +14,7 @@ from pathlib import Path
 from effnet.core.errors import ConfigError
 from effnet.core.paths import ExperimentPaths
 from jobs.containers import profile_problem, visible_problem
-from jobs.profile import ClusterProfile, experiments_dir
+from jobs.profile import ClusterProfile, check_signal_fits, experiments_dir
 from jobs.recipes import Recipe, ResolvedRecipe, resolve
 from jobs.render import JobLogs, JobSpec, render_sbatch
 
@@ -80,6 +80,8 @@ def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict
             time_limit_min: int | None = None, name: str = "") -> PreparedJob:
     if time_limit_min is not None and time_limit_min < 1:
         raise ConfigError(f"--time {time_limit_min}: must be at least 1 minute")
+    if time_limit_min is not None:
+        check_signal_fits(profile, time_limit_min, f"--time {time_limit_min}")
     name = name or f"{recipe.name}-{profile.name}-{nodes}n"
     # A sweep nests its experiments one level down: <sweep>/<N>n.
     if not name or any(not part or not all(c.isalnum() or c in "._-" for c in part) for part in name.split("/")) \

@@ -20,8 +20,7 @@ from effnet.core.coerce import coerce, field_types
 from effnet.core.errors import ConfigError
 from jobs.containers import profile_problem
 
-# The checkout this launcher runs from: relative profile paths (workdir, data_dir, experiments_dir)
-# are relative to it, and ranks on the host import this checkout's packages.
+# The checkout this launcher runs from: relative profile paths (workdir, data_dir) are relative to it, and ranks on the host import this checkout's packages.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The shipped profiles: clusters/ in a checkout; a wheel installs them beside jobs/ as effnet_slurm/clusters.
 CLUSTERS_DIR = PROJECT_ROOT / "effnet_slurm" / "clusters"
@@ -77,7 +76,7 @@ class ClusterProfile:
     python: str = ""  # "" = the interpreter that submits (no container)
     workdir: str = ""  # "" = this project's checkout (no container)
     data_dir: str = ""
-    experiments_dir: str = ""  # on the host; "" = runs/experiments in the checkout
+    experiments_dir: str = ""  # on the host, absolute; "" = runs/experiments in the checkout
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -124,6 +123,30 @@ def _check_word(where: str, key: str, value: str) -> None:
                           f"allowed are letters, digits and {allowed}")
 
 
+def _checked_env(raw: object, where: str) -> dict[str, str]:
+    """The [env] table: names a shell accepts, values strings. An unquoted `NCCL_SOCKET_IFNAME = 5` is
+    a mistake to name, not a value to guess: the variable would hold what TOML made of it."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: env: expected a table of NAME = \"value\", got {raw!r}")
+    for name, value in raw.items():
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"{where}: env: {name!r} is not a valid environment variable name")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: env: {name} = {value!r} is not a string; quote it: {name} = \"{value}\"")
+    # Values are free text (quoted when rendered): NCCL/UCX settings may contain anything.
+    return dict(raw)
+
+
+def check_signal_fits(profile: ClusterProfile, time_limit_min: int, where: str) -> None:
+    """The checkpoint signal comes signal_delay_s before the time limit: it must leave at least half of
+    the job to train, or each attempt checkpoints at once and requeues, up to max_requeues."""
+    limit_s = time_limit_min * 60
+    if 2 * profile.signal_delay_s > limit_s:
+        raise ConfigError(f"{where}: the checkpoint signal ({profile.signal}, signal_delay_s = {profile.signal_delay_s}) "
+                          f"would leave less than half of a {time_limit_min}-minute job to train; give at least "
+                          f"{-(-2 * profile.signal_delay_s // 60)} minutes or a smaller signal_delay_s")
+
+
 def from_mapping(data: dict, where: str) -> ClusterProfile:
     """Validate a parsed TOML table into a profile; `where` names the source in errors."""
     names = valid_fields()
@@ -143,13 +166,7 @@ def from_mapping(data: dict, where: str) -> ClusterProfile:
                     raise ConfigError(f"{where}: container_mounts entry {mount!r} is not SRC[:DST[:FLAGS]]")
             values[key] = tuple(raw)
         elif key == "env":
-            if not isinstance(raw, dict) or not all(isinstance(v, (str, int, float)) for v in raw.values()):
-                raise ConfigError(f"{where}: env: expected a table of NAME = \"value\", got {raw!r}")
-            for name in raw:
-                if not _ENV_NAME.match(name):
-                    raise ConfigError(f"{where}: env: {name!r} is not a valid environment variable name")
-            # Values are free text (quoted when rendered): NCCL/UCX settings may contain anything.
-            values[key] = {k: str(v) for k, v in raw.items()}
+            values[key] = _checked_env(raw, where)
         else:
             if isinstance(raw, (dict, list)):
                 raise ConfigError(f"{where}: {key}: expected {typing.get_args(tp) or getattr(tp, '__name__', tp)}, "
@@ -183,6 +200,11 @@ def _check_consistency(p: ClusterProfile, where: str) -> None:
                 "stall_timeout_s", "first_step_grace_s", "checkpoint_every_min"):
         if getattr(p, key) < 0:
             raise ConfigError(f"{where}: {key} must be >= 0, got {getattr(p, key)}")
+    check_signal_fits(p, p.time_limit_min, f"{where}: time_limit_min = {p.time_limit_min}")
+    if p.experiments_dir and not Path(p.experiments_dir).is_absolute():
+        raise ConfigError(f"{where}: experiments_dir {p.experiments_dir!r} is relative: give an absolute path that "
+                          f"every node shares, or leave it empty for runs/experiments in this checkout "
+                          f"({DEFAULT_EXPERIMENTS_DIR})")
     if p.stall_timeout_s and p.first_step_grace_s < p.stall_timeout_s:
         raise ConfigError(f"{where}: first_step_grace_s ({p.first_step_grace_s}) must be at least stall_timeout_s "
                           f"({p.stall_timeout_s}): it covers compilation and data warm-up before the first step")
@@ -230,4 +252,4 @@ def host_path(path: str) -> str:
 
 def experiments_dir(profile: ClusterProfile) -> Path:
     """The absolute directory that holds this profile's experiments."""
-    return Path(host_path(profile.experiments_dir)) if profile.experiments_dir else DEFAULT_EXPERIMENTS_DIR
+    return Path(profile.experiments_dir) if profile.experiments_dir else DEFAULT_EXPERIMENTS_DIR

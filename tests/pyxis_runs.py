@@ -74,7 +74,7 @@ def make_pyxis_profile(tmp_path_factory, state: dict) -> Path:
                    capture_output=True, timeout=300)
     text = (ROOT / "clusters" / "localpyxis.toml").read_text()
     for old, new in (('name = "localpyxis"', 'name = "testpyxis"'),
-                     ('experiments_dir = "runs/experiments"', f'experiments_dir = "{tmp / "experiments"}"'),
+                     ('experiments_dir = ""', f'experiments_dir = "{tmp / "experiments"}"'),
                      (f"{checkout}/runs/demo-data:/data:ro", f"{tmp / 'data'}:/data:ro")):
         assert old in text, old
         text = text.replace(old, new)

@@ -68,7 +68,7 @@ def make_profile(tmp_path_factory) -> Path:
     """localslurm with data and experiments in a temp dir, and an env value full of shell metacharacters."""
     tmp = tmp_path_factory.mktemp("slurm")
     text = (ROOT / "clusters" / "localslurm.toml").read_text()
-    text = text.replace('experiments_dir = "runs/experiments"', f'experiments_dir = "{tmp / "experiments"}"')
+    text = text.replace('experiments_dir = ""', f'experiments_dir = "{tmp / "experiments"}"')
     text = text.replace('name = "localslurm"', 'name = "testslurm"')
     subprocess.run([sys.executable, "-m", "tools.demo_data", str(tmp / "data"), "--no-mnist"], cwd=ROOT, check=True,
                    capture_output=True)

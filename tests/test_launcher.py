@@ -86,6 +86,12 @@ def test_unknown_profile_field_lists_valid_fields(tmp_path):
     ("max_fault_requeues = true", "max_fault_requeues: expected int"),
     ("container_writable = true", "container_writable is set but container_image is not"),
     ('container_writable = "yes"', "container_writable: expected true or false"),
+    # A site's mistakes that would cost a job: each is one line naming the field.
+    ('[env]\nNCCL_SOCKET_IFNAME = 5', 'env: NCCL_SOCKET_IFNAME = 5 is not a string; quote it: NCCL_SOCKET_IFNAME = "5"'),
+    ("signal_delay_s = 30000", "time_limit_min = 60: the checkpoint signal (USR2, signal_delay_s = 30000) would "
+                               "leave less than half of a 60-minute job to train; give at least 1000 minutes"),
+    ('experiments_dir = "experiments"', "experiments_dir 'experiments' is relative: give an absolute path that "
+                                        "every node shares, or leave it empty for runs/experiments in this checkout"),
 ])
 def test_bad_profile_values_are_one_line_errors(tmp_path, body, message):
     profile = tmp_path / "mine.toml"
@@ -93,6 +99,15 @@ def test_bad_profile_values_are_one_line_errors(tmp_path, body, message):
     line = one_line_error(submit_cli("--cluster", str(profile), "smoke", "--dry-run"))
     assert message in line
     assert "mine.toml" in line
+
+
+def test_a_time_limit_that_the_checkpoint_signal_would_fill_is_refused():
+    """dgxa100 sends USR2 300 s before the limit: --time 3 would checkpoint and requeue at once, every attempt."""
+    line = one_line_error(submit_cli("--cluster", "dgxa100", "--nodes", "4", "b4_amp", "--time", "3", "--dry-run"))
+    assert line == ("jobs.submit: error: --time 3: the checkpoint signal (USR2, signal_delay_s = 300) would leave "
+                    "less than half of a 3-minute job to train; give at least 10 minutes or a smaller signal_delay_s")
+    proc = submit_cli("--cluster", "dgxa100", "--nodes", "4", "b4_amp", "--time", "10", "--dry-run")
+    assert proc.returncode == 0 and "#SBATCH --time=10\n" in proc.stdout and "#SBATCH --signal=USR2@300" in proc.stdout
 
 
 def test_metacharacter_profile_value_never_runs(tmp_path):

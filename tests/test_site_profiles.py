@@ -72,3 +72,14 @@ def test_localpyxis_names_only_what_the_local_cluster_provides():
     destinations = [m.split(":")[1] for m in profile.container_mounts]
     assert str(HOST_PYTHON) in destinations and str(WORKDIR) in destinations and profile.data_dir in destinations
     assert all(m.endswith(":ro") for m in profile.container_mounts)
+
+
+def test_the_gpu_profiles_mark_every_value_a_site_changes():
+    """partition, account, binding, image, mounts, experiments and the network ([env]) say SITE."""
+    site_keys = ("partition", "account", "cpu_bind", "container_image", "container_mounts", "experiments_dir",
+                 "[env]", "NCCL_IB_HCA", "NCCL_SOCKET_IFNAME", "UCX_TLS")
+    for name in ("dgxa100", "dgx1v100"):
+        lines = (CLUSTERS_DIR / f"{name}.toml").read_text().splitlines()
+        marked = [line for line in lines if line.split("=")[0].strip() in site_keys]
+        assert len(marked) >= 8 and all("# SITE" in line for line in marked), [l for l in marked if "SITE" not in l]
+        assert "NCCL_SOCKET_IFNAME" in lines[0] + lines[1] + lines[2] + lines[3]  # the header names the network
