@@ -6,11 +6,6 @@ FROM ${FROM_IMAGE}
 
 WORKDIR /workspace/effnet-slurm
 
-# The image's TensorFlow and Horovod are the GPU builds: install only what it lacks, pinned.
-RUN python3 -m pip install --no-cache-dir \
-        submitit==1.5.4 fire==0.7.1 tensorflow-datasets==4.9.10 importlib_resources==7.1.0 \
-        tqdm==4.70.1 matplotlib==3.11.2
-
 COPY pyproject.toml README.md ./
 COPY effnet ./effnet
 COPY jobs ./jobs
@@ -18,9 +13,12 @@ COPY clusters ./clusters
 COPY tools ./tools
 COPY bench ./bench
 COPY sbatch ./sbatch
-# --no-deps keeps the image's TensorFlow; the image's Python may be newer than our 3.11 pin.
-RUN python3 -m pip install --no-cache-dir --no-deps --ignore-requires-python -e . \
-    && python3 -c "import horovod.tensorflow, effnet, jobs.task"
+# The project with its pins from pyproject.toml, the list `make setup` installs (Keras,
+# tensorflow-datasets, tensorflow-metadata, protobuf, ...). No extra: the image's TensorFlow, Horovod
+# and numpy (the GPU builds) stay. The image's Python may be newer than our 3.11 pin. The build fails
+# here if TensorFlow, Horovod or Keras no longer import beside the pins.
+RUN python3 -m pip install --no-cache-dir --ignore-requires-python -e . \
+    && python3 -c "import tensorflow, keras, horovod.tensorflow, effnet, jobs.task, tensorflow_datasets"
 
 ENV TF_CPP_MIN_LOG_LEVEL=1 \
     TF_GPU_THREAD_MODE=gpu_private \

@@ -34,10 +34,27 @@ def exact_pins(requirements: list[str]) -> dict[str, str]:
 def test_every_dependency_is_pinned_exactly():
     project = PYPROJECT["project"]
     pins = exact_pins(project["dependencies"])
-    assert {"keras", "numpy", "protobuf"} <= set(pins)
+    assert {"keras", "protobuf", "tensorflow-datasets", "tensorflow-metadata"} <= set(pins)
     extras = {name: exact_pins(reqs) for name, reqs in project["optional-dependencies"].items()}
-    assert extras["cpu"] == {"tensorflow-cpu": "2.18.1"} and extras["gpu"] == {"tensorflow": "2.18.1"}
-    assert not {"tensorflow", "tensorflow-cpu"} & set(pins)   # TensorFlow only through an extra (or the container)
+    # TensorFlow, and the numpy its binary is built against, only through an extra (or the container's).
+    assert extras["cpu"] == {"tensorflow-cpu": "2.18.1", "numpy": "2.0.2"}
+    assert extras["gpu"] == {"tensorflow": "2.18.1", "numpy": "2.0.2"}
+    assert not {"tensorflow", "tensorflow-cpu", "numpy"} & set(pins)
+
+
+def test_the_image_and_make_setup_install_the_same_pins():
+    """One list: the Dockerfile installs the project with its dependencies (no --no-deps, which skipped
+    the Keras pin) and names no package of its own; `make setup` installs the same project."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installs = [line for line in re.sub(r"\\\n", " ", dockerfile).splitlines() if "pip install" in line]
+    assert len(installs) == 1, installs
+    words = installs[0].split()
+    assert "--no-deps" not in words and words[words.index("-e") + 1] == "."
+    assert not [w for w in words if "==" in w or w.startswith("-r")], words   # no second list of pins
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(PIP) install -q -e '.[cpu,test]'" in makefile
+    # What the image keeps of its own: TensorFlow, Horovod, numpy; none is among the pins it installs.
+    assert not {"tensorflow", "horovod", "numpy"} & set(exact_pins(PYPROJECT["project"]["dependencies"]))
 
 
 def test_keras_is_the_pinned_version():
