@@ -55,7 +55,11 @@ def _dispatch(config: TrainConfig, heartbeat: Heartbeat | None) -> dict | None:
 
     from effnet import dist
     from effnet.core.dllogger import DLLogger
+    from effnet.data.splits import check_data
     from effnet.train.precision import configure_tf32
+
+    # Missing data is found before log.json is opened: a bad --data_dir leaves only the stop record.
+    check_data(config, train=config.mode in TRAIN_MODES, eval=config.mode in ("train_and_eval", "eval"))
 
     if config.seed is not None:
         import keras

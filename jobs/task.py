@@ -152,10 +152,10 @@ class ExitForRequeue:
         name = signal.Signals(signum).name
         kept = self._written_record()
         if '"reason": "completed"' in kept:
-            os._exit(0)  # the rank finished (eval and export included); a late signal does not undo that
+            self._exit(0)  # the rank finished (eval and export included); a late signal does not undo that
         if kept:  # the trainer's own record (its checkpoint, its error) says more than this one could
             os.write(2, f"jobs.task: {name} after this rank stopped; exiting {EXIT_REQUEUE}\n".encode())
-            os._exit(EXIT_REQUEUE)
+            self._exit(EXIT_REQUEUE)
         text = stop_record("signal", self.rank, self.host, None, signal=name, checkpoint=None).encode()
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -166,7 +166,12 @@ class ExitForRequeue:
         except OSError:
             pass
         os.write(2, f"jobs.task: {name} before training started; exiting {EXIT_REQUEUE} for requeue\n".encode())
-        os._exit(EXIT_REQUEUE)
+        self._exit(EXIT_REQUEUE)
+
+    @staticmethod
+    def _exit(status: int) -> None:
+        remove_autograph_files()
+        os._exit(status)
 
     def _written_record(self) -> str:
         """This rank's stop record of this attempt, if the trainer wrote one ('' if none)."""
@@ -195,12 +200,25 @@ def use_xla_cache(config: TrainConfig, rank: int) -> Path | None:
     return directory
 
 
+def remove_autograph_files() -> None:
+    """Remove the modules TensorFlow's autograph wrote to the temp directory for this process. TensorFlow
+    removes them at interpreter exit, which os._exit skips: on a shared node's /tmp they would pile up
+    with every preemption. It keeps them in sys.modules under their file's name; safe in a signal handler."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("__autograph_generated_file"):
+            try:
+                os.remove(module.__file__)
+            except (OSError, AttributeError, TypeError):
+                pass
+
+
 def exit_now(status: int) -> None:
     """Exit without the interpreter's teardown: after a checkpoint signal every record is written and
     every rank has passed the trainer's barrier, and the teardown (Horovod's shutdown negotiation,
     TensorFlow's thread pools) took 2-3 s per rank that the step's end, and so the requeue, waited for."""
     sys.stdout.flush()
     sys.stderr.flush()
+    remove_autograph_files()
     os._exit(status)
 
 

@@ -448,6 +448,38 @@ def test_dockerfile_passes_hadolint():
 # ------------------------------------------------------------------ the rank task
 
 
+AUTOGRAPH_RANK = """
+import sys
+import tensorflow as tf
+from jobs.task import exit_now
+
+@tf.function
+def step(x):
+    if x > 0:  # Python control flow: autograph writes a module for it
+        return x
+    return -x
+
+step(tf.constant(1.0))
+print(" ".join(m.__file__ for n, m in list(sys.modules.items()) if n.startswith("__autograph_generated_file")))
+exit_now(75)
+"""
+
+
+def test_a_rank_that_exits_at_once_leaves_no_autograph_files(tmp_path):
+    """TensorFlow removes its autograph modules at interpreter exit, which a rank's os._exit skips:
+    exit_now removes the ones this process wrote (607 piled up in /tmp after a make test without it)."""
+    rank, temp = tmp_path / "rank.py", tmp_path / "tmp"
+    rank.write_text(AUTOGRAPH_RANK)  # a file: autograph reads the function's source
+    temp.mkdir()
+    proc = subprocess.run([sys.executable, str(rank)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(temp), "TF_CPP_MIN_LOG_LEVEL": "2",
+                               "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 75, proc.stderr[-2000:]
+    written = proc.stdout.split()
+    assert written and all(Path(f).parent == temp for f in written), proc.stdout
+    assert not list(temp.iterdir())
+
+
 def test_rendezvous_port_is_per_job_and_attempt():
     port = rendezvous_port("1234", 0)
     assert port == rendezvous_port("1234", 0)

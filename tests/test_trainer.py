@@ -241,6 +241,9 @@ def test_bad_input_exits_2_with_one_line(mnist, tmp_path, args, message):
         assert [(r["reason"], message in r["error"]) for r in stops] == [("app_error", True)]
     else:
         assert stops == []
+    if "--data_dir" in args:  # found before the log opens: nothing but the stop record is written
+        assert not (tmp_path / "empty" / "log.json").exists()
+        assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["health"]
 
 
 def _horovodrun() -> str:

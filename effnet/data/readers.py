@@ -68,11 +68,7 @@ def _parse_tfrecord(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def tfrecord_split(data_dir: str, split: str, rank: int, world: int) -> RecordSet:
     prefix = SPLIT_PREFIX[split]
-    if not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir {data_dir}: no such directory")
     files = sorted(glob.glob(os.path.join(data_dir, f"{prefix}-*")))
-    if not files:
-        raise DataError(f"--data_dir {data_dir}: no {prefix}-* TFRecord files for the {split} split")
     scans = [scan_tfrecord(f) for f in files]
     total = sum(n for n, _ in scans)
     by_file = len(files) >= world
@@ -112,12 +108,7 @@ def _class_labels(classes: list[str]) -> dict[str, int]:
 
 
 def folder_split(data_dir: str, split: str, rank: int, world: int) -> RecordSet:
-    names = ["train"] if split == "train" else ["validation", "val"]
-    root = next((Path(data_dir) / n for n in names if (Path(data_dir) / n).is_dir()), None)
-    if not Path(data_dir).is_dir():
-        raise DataError(f"--data_dir {data_dir}: no such directory")
-    if root is None:
-        raise DataError(f"--data_dir {data_dir}: no {' or '.join(n + '/' for n in names)} folder for the {split} split")
+    root = _split_folder(data_dir, split)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     labels = _class_labels(classes)
     items = sorted(
@@ -175,15 +166,37 @@ def detect_format(data_dir: str) -> str:
 
 def open_split(dataset: str, data_dir: str | None, split: str, rank: int = 0, world: int = 1) -> RecordSet:
     """`dataset` is auto, tfrecord, folder or tfds:NAME; `split` is train or eval."""
-    if dataset.startswith("tfds:"):
+    kind = locate_split(dataset, data_dir, split)
+    if kind == "tfds":
         return tfds_split(dataset[len("tfds:"):], data_dir, split, rank, world)
+    if kind == "tfrecord":
+        return tfrecord_split(data_dir, split, rank, world)
+    return folder_split(data_dir, split, rank, world)
+
+
+def _split_folder(data_dir: str, split: str) -> Path | None:
+    names = ["train"] if split == "train" else ["validation", "val"]
+    return next((Path(data_dir) / n for n in names if (Path(data_dir) / n).is_dir()), None)
+
+
+def locate_split(dataset: str, data_dir: str | None, split: str) -> str:
+    """How `split` is stored ("tfrecord", "folder" or "tfds") once its files are found; a DataError naming
+    what is missing otherwise. Directory listings only: the trainer checks before it writes anything."""
+    if dataset.startswith("tfds:"):
+        return "tfds"
     if not data_dir:
         raise DataError("--data_dir is required for TFRecord and folder datasets")
     if not os.path.isdir(data_dir):
         raise DataError(f"--data_dir {data_dir}: no such directory")
     kind = detect_format(data_dir) if dataset == "auto" else dataset
     if kind == "tfrecord":
-        return tfrecord_split(data_dir, split, rank, world)
-    if kind == "folder":
-        return folder_split(data_dir, split, rank, world)
-    raise DataError(f"--dataset {dataset}: valid: auto, tfrecord, folder, tfds:NAME")
+        prefix = SPLIT_PREFIX[split]
+        if not glob.glob(os.path.join(data_dir, f"{prefix}-*")):
+            raise DataError(f"--data_dir {data_dir}: no {prefix}-* TFRecord files for the {split} split")
+    elif kind == "folder":
+        if _split_folder(data_dir, split) is None:
+            names = ["train/"] if split == "train" else ["validation/", "val/"]
+            raise DataError(f"--data_dir {data_dir}: no {' or '.join(names)} folder for the {split} split")
+    else:
+        raise DataError(f"--dataset {dataset}: valid: auto, tfrecord, folder, tfds:NAME")
+    return kind

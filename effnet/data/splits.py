@@ -8,13 +8,20 @@ from effnet.core.config.model import ModelConfig
 from effnet.core.config.train import TrainConfig
 from effnet.core.errors import ConfigError
 from effnet.data.pipeline import InputPipeline, PipelineConfig
-from effnet.data.readers import RecordSet, open_split
+from effnet.data.readers import RecordSet, locate_split, open_split
 
 
 def _check_classes(data: RecordSet, model_cfg: ModelConfig) -> None:
     if data.num_classes is not None and data.num_classes > model_cfg.num_classes:
         raise ConfigError(f"the dataset has {data.num_classes} classes but the model {model_cfg.num_classes}; "
                           f"pass --mparams num_classes={data.num_classes}")
+
+
+def check_data(cfg: TrainConfig, train: bool, eval: bool) -> None:
+    """Fail, naming what is missing, unless the splits that `open_data` will open are there (cheap)."""
+    for split, wanted in (("train", train), ("eval", eval)):
+        if wanted:
+            locate_split(cfg.dataset, cfg.data_dir, split)
 
 
 def open_data(cfg: TrainConfig, model_cfg: ModelConfig, train: bool, eval: bool, rank: int = 0,
