@@ -5,6 +5,7 @@ work across requeues (same job id, logs appended) and across resubmissions (new 
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def describe_submission(prepared, job) -> str:
         f"  experiment: {paths.root}",
         f"  trainer log: {paths.trainer_log}",
         f"  task logs:   {paths.task_log(str(job.job_id), 0)} (and .err, one per rank)",
-        f"  follow with: python -m jobs.logs {paths.root}",
+        f"  follow with: python -m jobs.logs {paths.root} --follow",
     ])
 
 
@@ -74,6 +75,25 @@ def sacct_attempts(job_id: str) -> list[dict]:
     if out.returncode != 0:
         return []
     return [dict(zip(fields, line.split("|"))) for line in out.stdout.splitlines() if line.strip()]
+
+
+def job_may_write(submission: dict) -> bool:
+    """Whether a submitted job may still write its logs: Slurm lists it (pending, running, or pending again
+    after a requeue), or, on the local executor, its controller process (the job id is its pid) lives."""
+    job_id = str(submission["job_id"])
+    if submission.get("executor") == "local":
+        try:
+            os.kill(int(job_id), 0)
+        except PermissionError:
+            return True
+        except (OSError, ValueError):
+            return False
+        return True
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
 
 
 def find_experiment(text: str, cluster: str | None = None) -> ExperimentPaths:

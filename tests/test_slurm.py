@@ -64,6 +64,9 @@ def test_time_limit_requeues_before_walltime(slurm, profile):
                   "--set", "warmup_epochs=0", env=slurm)
     assert proc.returncode == 0, proc.stderr
     job = job_id_of(proc.stdout)
+    # Followed from submission (the log does not exist yet) through the requeue to the end.
+    following = subprocess.Popen([sys.executable, "-m", "jobs.logs", "chained", "--cluster", str(profile), "--follow"],
+                                 cwd=ROOT, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     model_dir = experiment(profile, "chained") / "model"
     wait_for_step(model_dir, (0, 20))
     limit_min = _elapsed_seconds(job, slurm) // 60 + 2  # 60-120 s left: the signal is due within a minute
@@ -75,6 +78,9 @@ def test_time_limit_requeues_before_walltime(slurm, profile):
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=20"], env=slurm, check=True)
     states = wait_done(job, slurm, timeout_s=900)
     assert states[-1] == "COMPLETED" and len(states) >= 2, states
+    followed, errors = following.communicate(timeout=60)  # it ends by itself when the job has
+    assert following.returncode == 0, errors
+    assert followed == (experiment(profile, "chained") / "submitit" / f"{job}_0_log.out").read_text()
     recs = records(model_dir)
     stops = [r["data"] for r in recs if r["type"] == "LOG" and r["data"].get("exit_code") == 75]
     assert stops and 20 <= stops[0]["global_step"] < steps
