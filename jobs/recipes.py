@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from effnet.core.errors import ConfigError
+from effnet.core.config.nvidia import read_flags
 from effnet.core.config.train import TRAIN_MODES, TrainConfig
 from effnet.core.stages import Stage, StageSchedule
 from jobs.profile import ClusterProfile
@@ -170,7 +171,10 @@ def resolve(recipe: Recipe, profile: ClusterProfile, nodes: int, overrides: dict
     """The trainer flags of `recipe` on `nodes` nodes of `profile`, validated."""
     if not 1 <= nodes <= profile.max_nodes:
         raise ConfigError(f"--nodes {nodes}: cluster {profile.name} allows 1 to {profile.max_nodes} node(s)")
-    overrides = dict(overrides or {})
+    try:  # NVIDIA's names for our flags (--set lr_warmup_epochs=3) override ours
+        overrides = read_flags(dict(overrides or {}))
+    except ConfigError as err:
+        raise ConfigError(f"--set: {err}") from None
     owned = sorted(set(overrides) & set(LAUNCHER_FLAGS))
     if owned:
         raise ConfigError(f"--set {', '.join(owned)}: set by the launcher from the cluster profile and the "

@@ -193,6 +193,14 @@ def test_the_demo_trains_the_convergence_recipe_on_mnist_at_its_global_batch():
     assert resolve(get_recipe("b0_amp"), load_profile("dgxa100"), 1, data_dir="/data").trainer_flags["data_dir"] == "/data"
 
 
+def test_set_reads_nvidias_names_as_the_flags_they_override():
+    dgx = load_profile("dgxa100")
+    flags = resolve(get_recipe("b0_amp"), dgx, 1, {"lr_warmup_epochs": "2", "decay": "0.8"}).trainer_flags
+    assert (flags["warmup_epochs"], flags["rmsprop_rho"]) == (2, 0.8) and "lr_warmup_epochs" not in flags
+    with pytest.raises(ConfigError, match="--set: --num_classes is NVIDIA's flag: the class count is a model field"):
+        resolve(get_recipe("b0_amp"), dgx, 1, {"num_classes": "10"})
+
+
 def test_show_prints_the_resolved_recipe():
     proc = submit_cli("--cluster", "dgxa100", "--nodes", "2", "b4_amp_stages", "--show")
     assert proc.returncode == 0, proc.stderr

@@ -2,6 +2,7 @@
 with tiny data, steps and model, and each NVIDIA flag without a counterpart is one line naming ours."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -67,6 +68,17 @@ def test_the_page_has_every_command_line_of_the_seed_readme():
         pytest.skip(f"{SEED_README} is absent (it comes with ../shared/)")
     seed = {m.strip() for m in re.findall(r"python main\.py[^\n)]*", SEED_README.read_text())}
     assert len(seed) == 4 and seed <= set(nvidia_lines()), seed - set(nvidia_lines())
+
+
+def test_every_flag_the_seed_readme_names_is_a_flag_here():
+    """Its main.py flags are ours, or NVIDIA's spellings of ours; the rest are sbatch's and Pyxis' options
+    and the .sub script's `datadir` variable, which docs/nvidia.md maps to DATA_DIR."""
+    if not SEED_README.is_file():
+        pytest.skip(f"{SEED_README} is absent (it comes with ../shared/)")
+    named = set(re.findall(r"--([A-Za-z_][A-Za-z0-9_-]*)", SEED_README.read_text()))
+    theirs = {"ntasks-per-node", "container-image", "datadir", "help"}
+    ours = {f.name for f in dataclasses.fields(TrainConfig)} | set(nvidia.FLAG_ALIASES)
+    assert len(named) > 25 and named - theirs <= ours, (named - theirs) - ours
 
 
 def test_every_nvidia_command_line_runs(mnist, tmp_path):
