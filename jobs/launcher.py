@@ -78,9 +78,9 @@ def check_container(spec: JobSpec, submit_dir: Path) -> None:
 
 def prepare(profile: ClusterProfile, recipe: Recipe, nodes: int, overrides: dict[str, str] | None = None,
             time_limit_min: int | None = None, name: str = "") -> PreparedJob:
-    if time_limit_min is not None and time_limit_min < 1:
-        raise ConfigError(f"--time {time_limit_min}: must be at least 1 minute")
     if time_limit_min is not None:
+        if time_limit_min < 1:
+            raise ConfigError(f"--time {time_limit_min}: must be at least 1 minute")
         check_signal_fits(profile, time_limit_min, f"--time {time_limit_min}")
     name = name or f"{recipe.name}-{profile.name}-{nodes}n"
     # A sweep nests its experiments one level down: <sweep>/<N>n.

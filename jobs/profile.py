@@ -20,7 +20,8 @@ from effnet.core.coerce import coerce, field_types
 from effnet.core.errors import ConfigError
 from jobs.containers import profile_problem
 
-# The checkout this launcher runs from: relative profile paths (workdir, data_dir) are relative to it, and ranks on the host import this checkout's packages.
+# The checkout this launcher runs from: relative profile paths (workdir, data_dir) are relative to it,
+# and ranks on the host import this checkout's packages.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The shipped profiles: clusters/ in a checkout; a wheel installs them beside jobs/ as effnet_slurm/clusters.
 CLUSTERS_DIR = PROJECT_ROOT / "effnet_slurm" / "clusters"

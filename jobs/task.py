@@ -152,10 +152,10 @@ class ExitForRequeue:
         name = signal.Signals(signum).name
         kept = self._written_record()
         if '"reason": "completed"' in kept:
-            self._exit(0)  # the rank finished (eval and export included); a late signal does not undo that
+            exit_unflushed(0)  # the rank finished (eval and export included); a late signal does not undo that
         if kept:  # the trainer's own record (its checkpoint, its error) says more than this one could
             os.write(2, f"jobs.task: {name} after this rank stopped; exiting {EXIT_REQUEUE}\n".encode())
-            self._exit(EXIT_REQUEUE)
+            exit_unflushed(EXIT_REQUEUE)
         text = stop_record("signal", self.rank, self.host, None, signal=name, checkpoint=None).encode()
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -166,12 +166,7 @@ class ExitForRequeue:
         except OSError:
             pass
         os.write(2, f"jobs.task: {name} before training started; exiting {EXIT_REQUEUE} for requeue\n".encode())
-        self._exit(EXIT_REQUEUE)
-
-    @staticmethod
-    def _exit(status: int) -> None:
-        remove_autograph_files()
-        os._exit(status)
+        exit_unflushed(EXIT_REQUEUE)
 
     def _written_record(self) -> str:
         """This rank's stop record of this attempt, if the trainer wrote one ('' if none)."""
@@ -212,14 +207,19 @@ def remove_autograph_files() -> None:
                 pass
 
 
+def exit_unflushed(status: int) -> None:
+    """os._exit, leaving no autograph file behind; flushes no stream, so a signal handler may call it."""
+    remove_autograph_files()
+    os._exit(status)
+
+
 def exit_now(status: int) -> None:
     """Exit without the interpreter's teardown: after a checkpoint signal every record is written and
     every rank has passed the trainer's barrier, and the teardown (Horovod's shutdown negotiation,
     TensorFlow's thread pools) took 2-3 s per rank that the step's end, and so the requeue, waited for."""
     sys.stdout.flush()
     sys.stderr.flush()
-    remove_autograph_files()
-    os._exit(status)
+    exit_unflushed(status)
 
 
 def run_rank(trainer_flags: dict, launch: str = "gloo") -> dict | None:
